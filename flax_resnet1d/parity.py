@@ -1,0 +1,176 @@
+"""Numerical parity between the Flax port and the PyTorch reference.
+
+Used by the test suite, ``flax-resnet1d verify`` and the GPU suite. The metric is
+``max|a - b| / max|b|`` per output, with the PyTorch reference as ``b``. Gradients are
+of ``sum(y * cotangent)`` for a fixed random cotangent, with respect to the input and
+every parameter; Flax gradients are mapped to MDNC keys through ``port.flax_to_torch``.
+
+torch is imported lazily: only the reference side needs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import port
+from .config import EncoderConfig
+from .model import from_config
+
+# max|a-b| / max|b| bounds: outputs and gradients, per dtype (CPU).
+TOLERANCES = {"float64": {"output": 1e-12, "grad": 1e-12}, "float32": {"output": 1e-5, "grad": 1e-4}}
+
+
+def relative_error(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+    scale = np.max(np.abs(b))
+    return float(np.max(np.abs(a - b)) / scale) if scale > 0 else float(np.max(np.abs(a - b)))
+
+
+def random_state_dict(config: EncoderConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """float64 MDNC state dict with every parameter away from its initial value.
+
+    Norm scales ~ U(0.5, 1.5), norm biases and conv/fc biases ~ N(0, 0.1^2), PReLU slopes
+    ~ U(-0.5, 0.5) (some negative), weights ~ N(0, 1/fan_in): non-trivial everywhere but
+    keeping activations of order one through the depth.
+    """
+    rng = np.random.default_rng(seed)
+    sd = {}
+    for row in port.param_table(config):
+        shape, leaf = row.torch_shape, row.flax_path[-1]
+        if leaf == "kernel":
+            value = rng.normal(0.0, 1.0 / np.sqrt(np.prod(shape[1:])), shape)
+        elif leaf == "scale":
+            value = rng.uniform(0.5, 1.5, shape)
+        elif leaf == "negative_slope":
+            value = rng.uniform(-0.5, 0.5, shape)
+        else:
+            value = rng.normal(0.0, 0.1, shape)
+        sd[row.torch_key] = value
+    return sd
+
+
+@contextlib.contextmanager
+def dtype_context(dtype: str):
+    """float64 needs x64 in JAX; enable it only around the computation."""
+    with jax.enable_x64(dtype == "float64"):
+        yield
+
+
+@dataclasses.dataclass
+class Outputs:
+    """Forward output (reference layout: (B, out) or (B, C, L)) and gradients by MDNC key."""
+
+    y: np.ndarray
+    grad_x: np.ndarray  # (B, C, L)
+    grads: dict[str, np.ndarray]
+
+
+def flax_outputs(state_dict: Mapping, config: EncoderConfig, x_bcl: np.ndarray, cotangent: np.ndarray,
+                 dtype: str, **model_kwargs) -> Outputs:
+    """Run the Flax port (jit) on a (B, C, L) input; gradients mapped back to MDNC keys."""
+    model = from_config(config, **model_kwargs)
+    with dtype_context(dtype):
+        variables = jax.tree.map(lambda a: jnp.asarray(a, dtype), port.torch_to_flax(state_dict, config))
+        x = jnp.asarray(np.swapaxes(x_bcl, 1, 2), dtype)
+        ct = jnp.asarray(cotangent if cotangent.ndim == 2 else np.swapaxes(cotangent, 1, 2), dtype)
+
+        @jax.jit
+        def forward_and_grads(variables, x):
+            def loss(variables, x):
+                y = model.apply(variables, x)
+                return jnp.sum(y * ct), y
+
+            (_, y), (g_vars, g_x) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(variables, x)
+            return y, g_vars, g_x
+
+        y, g_vars, g_x = jax.device_get(forward_and_grads(variables, x))
+    y = np.asarray(y)
+    return Outputs(y if y.ndim == 2 else np.swapaxes(y, 1, 2), np.swapaxes(np.asarray(g_x), 1, 2),
+                   port.flax_to_torch(g_vars, config))
+
+
+def torch_outputs(state_dict: Mapping, config: EncoderConfig, x_bcl: np.ndarray, cotangent: np.ndarray,
+                  dtype: str, device: str = "cpu") -> Outputs:
+    """Run the PyTorch reference (eval mode) on a (B, C, L) input."""
+    import torch
+
+    import torch_ref
+
+    torch_dtype = getattr(torch, dtype)
+    net = torch_ref.from_config(config).to(device=device, dtype=torch_dtype).eval()
+    net.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state_dict.items()}, strict=True)
+    x = torch.tensor(np.asarray(x_bcl), dtype=torch_dtype, device=device, requires_grad=True)
+    y = net(x)
+    (y * torch.as_tensor(cotangent, dtype=torch_dtype, device=device)).sum().backward()
+    grads = {k: p.grad.detach().cpu().numpy() for k, p in net.named_parameters()}
+    return Outputs(y.detach().cpu().numpy(), x.grad.detach().cpu().numpy(), grads)
+
+
+@dataclasses.dataclass
+class ParityRow:
+    dtype: str
+    quantity: str  # "output", "grad input", "grad params" (all, flattened), "grad worst param"
+    abs_err: float
+    rel_err: float
+    tol: float
+    worst: str = ""  # MDNC key of the parameter, for "grad worst param"
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.rel_err <= self.tol)
+
+
+def compare(ours: Outputs, ref: Outputs, dtype: str, tolerances: Mapping = TOLERANCES) -> list[ParityRow]:
+    """Output, input-gradient and parameter-gradient errors of ``ours`` against ``ref``.
+
+    Parameter gradients are scored twice: all tensors flattened into one vector, and the
+    worst single tensor by its own scale. Some gradients are zero in exact arithmetic (a
+    shortcut norm's bias feeding the next instance norm, which removes any constant), so
+    their per-tensor ratio is rounding noise over rounding noise; tensors whose reference
+    gradient is below ``1e4 * eps * max|grad|`` are scored only in the flattened row.
+    """
+    if set(ours.grads) != set(ref.grads):
+        raise ValueError(f"gradient keys differ: {sorted(set(ours.grads) ^ set(ref.grads))}")
+    tol = tolerances[dtype]
+    keys = list(ref.grads)
+    flat_ours = np.concatenate([np.ravel(ours.grads[k]) for k in keys])
+    flat_ref = np.concatenate([np.ravel(ref.grads[k]) for k in keys])
+    noise = 1e4 * np.finfo(dtype).eps * np.max(np.abs(flat_ref))
+    per_param = {k: relative_error(ours.grads[k], ref.grads[k]) for k in keys if np.max(np.abs(ref.grads[k])) > noise}
+    worst = max(per_param, key=per_param.get)
+    return [
+        ParityRow(dtype, "output", _abs(ours.y, ref.y), relative_error(ours.y, ref.y), tol["output"]),
+        ParityRow(dtype, "grad input", _abs(ours.grad_x, ref.grad_x), relative_error(ours.grad_x, ref.grad_x),
+                  tol["grad"]),
+        ParityRow(dtype, "grad params", _abs(flat_ours, flat_ref), relative_error(flat_ours, flat_ref), tol["grad"]),
+        ParityRow(dtype, "grad worst param", _abs(ours.grads[worst], ref.grads[worst]), per_param[worst], tol["grad"],
+                  worst),
+    ]
+
+
+def _abs(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def check_parity(state_dict: Mapping, config: EncoderConfig, x_bcl: np.ndarray, dtypes=("float32", "float64"),
+                 seed: int = 0) -> list[ParityRow]:
+    """Compare both implementations on ``x_bcl`` for each dtype; returns one row per quantity."""
+    rng = np.random.default_rng(seed)
+    batch, _, length = x_bcl.shape
+    out_shape = ((batch, config.out_length) if config.out_length is not None
+                 else (batch, config.out_channels, config.feature_length(length)))
+    cotangent = rng.normal(size=out_shape)
+    rows = []
+    for dtype in dtypes:
+        ref = torch_outputs(state_dict, config, x_bcl, cotangent, dtype)
+        ours = flax_outputs(state_dict, config, x_bcl, cotangent, dtype)
+        rows += compare(ours, ref, dtype)
+    return rows

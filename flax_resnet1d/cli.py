@@ -1,0 +1,45 @@
+"""Command line: ``flax-resnet1d <command>`` (also ``python -m flax_resnet1d``).
+
+Each command lives in its own module exposing ``register(subparsers)``, which adds a
+sub-parser whose ``func(args) -> int`` runs it. Bad input is reported as one line on
+stderr with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that register sub-commands, in --help order.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+class UsageError(Exception):
+    """A problem with the user's input (file, argument, data): reported in one line, exit 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flax-resnet1d", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__package__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .port import CheckpointError
+
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, CheckpointError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        print(f"flax-resnet1d {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"flax-resnet1d {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

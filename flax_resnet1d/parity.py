@@ -98,8 +98,11 @@ def flax_outputs(state_dict: Mapping, config: EncoderConfig, x_bcl: np.ndarray, 
 
 
 def torch_outputs(state_dict: Mapping, config: EncoderConfig, x_bcl: np.ndarray, cotangent: np.ndarray,
-                  dtype: str, device: str = "cpu") -> Outputs:
-    """Run the PyTorch reference (eval mode) on a (B, C, L) input."""
+                  dtype: str, device: str = "cpu", autocast: str | None = None) -> Outputs:
+    """Run the PyTorch reference (eval mode) on a (B, C, L) input.
+
+    ``autocast="bfloat16"`` runs the forward under ``torch.autocast`` (mixed precision).
+    """
     import torch
 
     import torch_ref
@@ -108,10 +111,11 @@ def torch_outputs(state_dict: Mapping, config: EncoderConfig, x_bcl: np.ndarray,
     net = torch_ref.from_config(config).to(device=device, dtype=torch_dtype).eval()
     net.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state_dict.items()}, strict=True)
     x = torch.tensor(np.asarray(x_bcl), dtype=torch_dtype, device=device, requires_grad=True)
-    y = net(x)
-    (y * torch.as_tensor(cotangent, dtype=torch_dtype, device=device)).sum().backward()
+    with torch.autocast(torch.device(device).type, getattr(torch, autocast or dtype), enabled=autocast is not None):
+        y = net(x)
+    (y.to(torch_dtype) * torch.as_tensor(cotangent, dtype=torch_dtype, device=device)).sum().backward()
     grads = {k: p.grad.detach().cpu().numpy() for k, p in net.named_parameters()}
-    return Outputs(y.detach().cpu().numpy(), x.grad.detach().cpu().numpy(), grads)
+    return Outputs(y.detach().to(torch_dtype).cpu().numpy(), x.grad.detach().cpu().numpy(), grads)
 
 
 @dataclasses.dataclass

@@ -74,9 +74,13 @@ class Outputs:
 
 
 def flax_outputs(state_dict: Mapping, config: EncoderConfig, x_bcl: np.ndarray, cotangent: np.ndarray,
-                 dtype: str, **model_kwargs) -> Outputs:
-    """Run the Flax port (jit) on a (B, C, L) input; gradients mapped back to MDNC keys."""
-    model = from_config(config, **model_kwargs)
+                 dtype: str, compute_dtype=None, **model_kwargs) -> Outputs:
+    """Run the Flax port (jit) on a (B, C, L) input; gradients mapped back to MDNC keys.
+
+    ``dtype`` is that of the parameters and input; ``compute_dtype`` (e.g. ``jnp.bfloat16``)
+    and ``model_kwargs`` (e.g. ``precision="highest"``) configure the model.
+    """
+    model = from_config(config, dtype=compute_dtype, **model_kwargs)
     with dtype_context(dtype):
         variables = jax.tree.map(lambda a: jnp.asarray(a, dtype), port.torch_to_flax(state_dict, config))
         x = jnp.asarray(np.swapaxes(x_bcl, 1, 2), dtype)

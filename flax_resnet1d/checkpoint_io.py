@@ -1,0 +1,578 @@
+"""Reading and writing EncoderNet1d checkpoints, PyTorch and Flax, safely and atomically.
+
+Formats, chosen by the file name (a file with another suffix is recognised by content when read):
+
+- PyTorch ``.pt``/``.pth``: read with ``torch.load(weights_only=True)`` (a pickle needing any
+  other object is refused, never executed); written with ``torch.save`` as a bare MDNC state
+  dict, which MDNC and ``torch_ref`` load with ``strict=True``.
+- ``.safetensors``: read and written with ``safetensors.numpy``.
+- Flax ``.msgpack``: ``flax.serialization`` bytes of ``{'params': ...}``, with the config beside
+  it in ``<name>.config.json``.
+- Flax Orbax checkpoint: a directory (any other name) holding ``{'params': ...}`` saved by Orbax,
+  with ``config.json`` inside.
+
+Readers return numpy arrays (float16/bfloat16 cast to float32 with a logged notice) and refuse
+NaN/Inf unless asked. Every problem is one ``CheckpointError`` line naming the file. Writers go
+through a temporary path in the destination's directory and an atomic rename: a failure
+leaves neither a partial output nor a temporary file, and an existing output is replaced only
+with ``overwrite=True``.
+
+Only numpy is imported here; torch, flax and orbax are imported when a format needs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pickle
+import re
+import shutil
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import port
+from .config import EncoderConfig
+from .port import CheckpointError
+
+log = logging.getLogger(__name__)
+
+TORCH_SUFFIXES = (".pt", ".pth")
+SAFETENSORS_SUFFIX = ".safetensors"
+MSGPACK_SUFFIX = ".msgpack"
+ORBAX_SUFFIX = ".orbax"  # optional; a name without a suffix is an Orbax directory too
+CONFIG_NAME = "config.json"  # inside an Orbax checkpoint directory
+HALF_DTYPES = ("float16", "bfloat16")
+CAST_DTYPES = ("float32", "float64", "float16", "bfloat16")
+FORMAT_NAMES = {"torch": "a PyTorch checkpoint", "safetensors": "a safetensors file",
+                "msgpack": "a Flax msgpack file", "orbax": "an Orbax checkpoint directory"}
+TORCH_FORMATS = ("torch", "safetensors")  # MDNC state dicts
+FLAX_FORMATS = ("orbax", "msgpack")  # Flax variables + config
+
+# What a file's first bytes say it is (see _sniff), as the predicate of an error message.
+_CONTENT = {
+    "empty": "is empty (0 bytes)",
+    "torch": "is a PyTorch checkpoint",
+    "pickle": "is a Python pickle",
+    "npz": "is a NumPy .npz archive",
+    "zip": "is a zip archive without PyTorch's data.pkl",
+    "badzip": "is truncated or corrupt (unreadable zip archive)",
+    "npy": "is a NumPy .npy array",
+    "safetensors": "is a safetensors file",
+    "msgpack": "looks like a msgpack (Flax) file",
+    "hdf5": "is an HDF5 file",
+    "gzip": "is gzip-compressed",
+    "text": "is a text file",
+    "unknown": "holds unrecognised bytes",
+}
+# Content kinds each reader accepts (a legacy, non-zip torch file is a pickle).
+_READABLE = {"torch": ("torch", "pickle"), "safetensors": ("safetensors",), "msgpack": ("msgpack",)}
+
+
+# -- formats -------------------------------------------------------------------------------
+def output_format(path: str | os.PathLike) -> str:
+    """Format written for ``path``: 'torch', 'safetensors', 'msgpack' or 'orbax'."""
+    suffix = Path(path).suffix.lower()
+    if suffix in TORCH_SUFFIXES:
+        return "torch"
+    if suffix == SAFETENSORS_SUFFIX:
+        return "safetensors"
+    if suffix == MSGPACK_SUFFIX:
+        return "msgpack"
+    if suffix in ("", ORBAX_SUFFIX) or Path(path).is_dir():
+        return "orbax"
+    raise CheckpointError(f"{path}: unknown output format {suffix!r}: use .pt/.pth or .safetensors (PyTorch), "
+                          f".msgpack (Flax) or a directory name without a suffix (Orbax)")
+
+
+def input_format(path: str | os.PathLike) -> str:
+    """Format of an existing checkpoint: by suffix, by content for other suffixes."""
+    path = Path(path)
+    if path.is_dir():
+        return "orbax"
+    _check_file(path)
+    suffix = path.suffix.lower()
+    if suffix in TORCH_SUFFIXES or suffix in (SAFETENSORS_SUFFIX, MSGPACK_SUFFIX):
+        return output_format(path)
+    kind = _sniff(path)
+    for fmt, kinds in _READABLE.items():
+        if kind in kinds:
+            return fmt
+    raise CheckpointError(f"{path}: {_CONTENT[kind]}, not a checkpoint of a known kind "
+                          f"(.pt/.pth, .safetensors, .msgpack or an Orbax directory)")
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{path}: permission denied")
+
+
+def _sniff(path: Path) -> str:
+    """What the file's first bytes say it is: a key of ``_CONTENT``."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "empty"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            return "badzip"
+        if any(name.endswith("data.pkl") for name in names):
+            return "torch"
+        return "npz" if names and all(name.endswith(".npy") for name in names) else "zip"
+    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:  # PROTO opcode
+        return "pickle"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "safetensors"  # 8-byte header length, then the JSON header
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "hdf5"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if 0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF):  # msgpack map
+        return "msgpack"
+    return "text" if _is_text(head) else "unknown"
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:  # not just a character cut by the 512-byte window
+            return False
+        text = head[:e.start].decode("utf-8")
+    return all(c.isprintable() or c.isspace() for c in text)
+
+
+def _expect_content(path: Path, fmt: str) -> None:
+    kind = _sniff(path)
+    if kind not in _READABLE[fmt]:
+        raise CheckpointError(f"{path}: {_CONTENT[kind]}, not {FORMAT_NAMES[fmt]}")
+
+
+# -- reading -------------------------------------------------------------------------------
+def load_state_dict(path: str | os.PathLike, key: str | None = None,
+                    allow_nonfinite: bool = False) -> dict[str, np.ndarray]:
+    """MDNC state dict (numpy, MDNC key order of the file) from a ``.pt``/``.pth``/``.safetensors`` file.
+
+    Accepts a bare state dict or a training dict such as ``{'model': sd, 'optimizer': ...,
+    'epoch': 3}``, where the state dict is the one entry matching EncoderNet1d or ``key``;
+    strips a ``module.`` prefix. Validated against EncoderNet1d (keys and shapes).
+    """
+    return _read_state_dict(Path(path), key, allow_nonfinite, None)[0]
+
+
+def load_checkpoint(path: str | os.PathLike, key: str | None = None, allow_nonfinite: bool = False,
+                    config: EncoderConfig | dict | None = None) -> tuple[dict[str, np.ndarray], EncoderConfig]:
+    """Any supported checkpoint -> (MDNC state dict of numpy arrays, config).
+
+    The config comes from ``config`` (checked against the weights), else from a Flax
+    checkpoint's config file, else from the weights alone.
+    """
+    path = Path(path)
+    config = None if config is None else _coerce_config(config, path)
+    fmt = input_format(path)
+    if fmt in TORCH_FORMATS:
+        return _read_state_dict(path, key, allow_nonfinite, config)
+    if key is not None:
+        raise CheckpointError(f"{path}: --key selects an entry of a PyTorch training checkpoint; "
+                              f"this is {FORMAT_NAMES[fmt]}")
+    _, config, state_dict = _read_flax(path, allow_nonfinite, config)
+    return state_dict, config
+
+
+def _coerce_config(config: EncoderConfig | dict, path: Path) -> EncoderConfig:
+    try:
+        return EncoderConfig.coerce(config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"invalid config for {path}: {e}") from None
+
+
+def _checked(path: Path, fn: Callable, *args):
+    """``fn(*args)`` with a CheckpointError prefixed by the file name."""
+    try:
+        return fn(*args)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def _read_state_dict(path: Path, key: str | None, allow_nonfinite: bool,
+                     config: EncoderConfig | None) -> tuple[dict[str, np.ndarray], EncoderConfig]:
+    fmt = input_format(path)
+    if fmt not in TORCH_FORMATS:
+        raise CheckpointError(f"{path}: is {FORMAT_NAMES[fmt]}, expected a .pt/.pth/.safetensors state dict")
+    _expect_content(path, fmt)
+    tree = _torch_load(path) if fmt == "torch" else _safetensors_load(path)
+    state_dict = port.strip_prefix(_select_state_dict(path, tree, key, config))
+    state_dict = _to_float_arrays(path, state_dict.items())
+    if config is None:
+        config = _checked(path, port.infer_config, state_dict)
+    else:
+        _checked(path, port.check_state_dict, state_dict, config)
+    _check_finite(path, state_dict, allow_nonfinite)
+    return state_dict, config
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(f"{path}: reading PyTorch files needs torch: pip install 'flax-resnet1d[torch]'") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):
+            needed = re.search(r"GLOBAL ([\w.]+)", str(e))
+            detail = f" ({needed.group(1)})" if needed else ""
+            raise CheckpointError(
+                f"{path}: refused: unpickling it needs Python objects other than tensors and plain containers"
+                f"{detail}; nothing was executed. Save a state_dict() rather than whole objects"
+            ) from None
+        raise CheckpointError(f"{path}: corrupt PyTorch checkpoint ({_first_line(e)})") from None
+    except Exception as e:  # torch raises RuntimeError, OSError, EOFError, struct.error ... on bad bytes
+        raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint ({_first_line(e)})") from None
+
+
+def _safetensors_load(path: Path) -> dict[str, np.ndarray]:
+    import safetensors.numpy
+
+    try:
+        return safetensors.numpy.load_file(path)
+    except Exception as e:  # SafetensorError, or numpy errors on inconsistent headers
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({_first_line(e)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]
+
+
+def _is_state_dict(value: Any) -> bool:
+    """A non-empty mapping of names to arrays/tensors."""
+    return (isinstance(value, Mapping) and bool(value)
+            and all(isinstance(k, str) and hasattr(v, "shape") and hasattr(v, "dtype") for k, v in value.items()))
+
+
+def _matches(state_dict: Mapping, config: EncoderConfig | None) -> bool:
+    try:
+        sd = port.strip_prefix(state_dict)
+        port.infer_config(sd) if config is None else port.check_state_dict(sd, config)
+    except CheckpointError:
+        return False
+    return True
+
+
+def _select_state_dict(path: Path, tree: Any, key: str | None, config: EncoderConfig | None) -> Mapping:
+    """The state dict in a bare state dict or a training checkpoint dict."""
+    if key is not None:
+        if not isinstance(tree, Mapping) or key not in tree:
+            entries = ", ".join(map(repr, list(tree)[:10])) if isinstance(tree, Mapping) else type(tree).__name__
+            raise CheckpointError(f"{path}: no entry {key!r} (entries: {entries})")
+        if not _is_state_dict(tree[key]):
+            raise CheckpointError(f"{path}: entry {key!r} is {_describe(tree[key])}, not a state dict")
+        return tree[key]
+    if _is_state_dict(tree):
+        return tree
+    if not isinstance(tree, Mapping):
+        raise CheckpointError(f"{path}: holds {_describe(tree)}, not a state dict")
+    candidates = [k for k, v in tree.items() if _is_state_dict(v)]
+    matching = [k for k in candidates if _matches(tree[k], config)]
+    if len(matching) == 1:
+        return tree[matching[0]]
+    entries = ", ".join(f"{k!r} ({_describe(v)})" for k, v in list(tree.items())[:10])
+    if matching:
+        raise CheckpointError(f"{path}: several entries are EncoderNet1d state dicts ({', '.join(map(repr, matching))}); "
+                              "choose one with --key")
+    if len(candidates) == 1:  # report why the only state dict does not fit
+        return tree[candidates[0]]
+    raise CheckpointError(f"{path}: no EncoderNet1d state dict among its entries: {entries}; choose one with --key")
+
+
+def _describe(value: Any) -> str:
+    if _is_state_dict(value):
+        return f"a state dict of {len(value)} tensors"
+    if isinstance(value, Mapping):
+        return f"a dict of {len(value)} entries"
+    if hasattr(value, "shape"):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
+
+
+def _to_float_arrays(path: Path, items) -> dict[str, np.ndarray]:
+    """numpy arrays; float16/bfloat16 cast to float32, with a notice."""
+    out, cast = {}, {}
+    for name, value in items:
+        dtype = str(value.dtype).removeprefix("torch.")
+        array = port._as_numpy(value)
+        if dtype in HALF_DTYPES:
+            array = array.astype(np.float32, copy=False)
+            cast[dtype] = cast.get(dtype, 0) + 1
+        out[name] = array
+    if cast:
+        what = " and ".join(f"{n} {dtype}" for dtype, n in cast.items())
+        log.warning("%s: %s tensors cast to float32", path, what)
+    return out
+
+
+def _check_finite(path: Path, arrays: Mapping[str, np.ndarray], allow_nonfinite: bool) -> None:
+    bad = []
+    for name, a in arrays.items():
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            bad.append(f"{name} ({int(np.isnan(a).sum())} NaN, {int(np.isinf(a).sum())} Inf)")
+    if bad and not allow_nonfinite:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise CheckpointError(f"{path}: non-finite weights in {len(bad)} tensors: {', '.join(bad[:5])}{more}; "
+                              "refused (--allow-nonfinite / allow_nonfinite=True accepts them)")
+    if bad:
+        log.warning("%s: non-finite weights in %d tensors, accepted", path, len(bad))
+
+
+def load_flax(path: str | os.PathLike, allow_nonfinite: bool = False) -> tuple[dict, EncoderConfig]:
+    """Flax ``{'params': ...}`` (numpy leaves) and config from an Orbax directory or a ``.msgpack`` file.
+
+    The config file is read back when present and checked against the weights; otherwise the
+    config is inferred from them.
+    """
+    params, config, _ = _read_flax(Path(path), allow_nonfinite, None)
+    return {"params": params}, config
+
+
+def _read_flax(path: Path, allow_nonfinite: bool,
+               config: EncoderConfig | None) -> tuple[dict, EncoderConfig, dict[str, np.ndarray]]:
+    """(params, config, the same weights as an MDNC state dict)."""
+    fmt = input_format(path)
+    if fmt == "orbax":
+        variables, config_path = _orbax_load(path), path / CONFIG_NAME
+    elif fmt == "msgpack":
+        variables, config_path = _msgpack_load(path), msgpack_config_path(path)
+    else:
+        raise CheckpointError(f"{path}: is {FORMAT_NAMES[fmt]}, expected a Flax checkpoint (Orbax directory or .msgpack)")
+    if not isinstance(variables, Mapping) or not variables:
+        raise CheckpointError(f"{path}: holds {_describe(variables)}, not Flax variables")
+    params = variables.get("params", variables)
+    if not isinstance(params, Mapping):
+        raise CheckpointError(f"{path}: 'params' is {_describe(params)}, not a parameter tree")
+    params = _map_leaves(path, params)
+    if config is None:
+        config = (_read_config(config_path) if config_path.exists()
+                  else _checked(path, port.config_from_variables, params))
+    state_dict = _checked(path, port.flax_to_torch, params, config)  # every key and shape against the config
+    _check_finite(path, state_dict, allow_nonfinite)
+    return params, config, state_dict
+
+
+def msgpack_config_path(path: str | os.PathLike) -> Path:
+    """``model.msgpack`` -> ``model.config.json``."""
+    return Path(path).with_suffix(".config.json")
+
+
+def _map_leaves(path: Path, params: Mapping) -> dict:
+    """Nested dict with numpy leaves (half precision widened); refuses non-array leaves."""
+    flat = list(port._flatten(params))
+    for p, leaf in flat:
+        if not hasattr(leaf, "dtype") or not hasattr(leaf, "shape"):
+            raise CheckpointError(f"{path}: parameter {'/'.join(p)} is {_describe(leaf)}, not an array")
+    arrays = _to_float_arrays(path, flat)
+    tree: dict = {}
+    for p, array in arrays.items():
+        node = tree
+        for name in p[:-1]:
+            node = node.setdefault(name, {})
+        node[p[-1]] = array
+    return tree
+
+
+def _read_config(path: Path) -> EncoderConfig:
+    try:
+        return EncoderConfig.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: invalid config file ({_first_line(e)})") from None
+
+
+def _orbax_load(path: Path) -> Any:
+    if not any((path / name).exists() for name in ("_METADATA", "_CHECKPOINT_METADATA")):
+        raise CheckpointError(f"{path}: is a directory but not an Orbax checkpoint (no _METADATA file)")
+    checkpointer = _orbax_checkpointer()
+    try:
+        return checkpointer.restore(path.resolve())
+    except Exception as e:  # tensorstore/orbax raise many kinds on missing or corrupt files
+        raise CheckpointError(f"{path}: corrupt or incomplete Orbax checkpoint ({_first_line(e)})") from None
+
+
+def _msgpack_load(path: Path) -> Any:
+    from flax import serialization
+
+    _expect_content(path, "msgpack")
+    try:
+        return serialization.msgpack_restore(path.read_bytes())
+    except Exception as e:  # msgpack raises ExtraData, FormatError, ValueError, ... on bad bytes
+        raise CheckpointError(f"{path}: corrupt or truncated msgpack file ({_first_line(e)})") from None
+
+
+def _orbax_checkpointer():
+    """Synchronous Orbax checkpointer without compression.
+
+    zstd buys nothing on trained float weights (a few percent) and costs most of the save
+    time; zarr3 restores fastest. The default StandardCheckpointer's async machinery only
+    adds threads here: convert waits for the write anyway.
+    """
+    import orbax.checkpoint as ocp
+
+    return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False, use_zarr3=True))
+
+
+# -- writing -------------------------------------------------------------------------------
+def cast_arrays(arrays: Mapping[str, Any], dtype: str | None) -> dict[str, np.ndarray]:
+    """numpy copies of ``arrays`` with floating ones cast to ``dtype`` (one of CAST_DTYPES)."""
+    if dtype is None:
+        return {k: port._as_numpy(v) for k, v in arrays.items()}
+    if dtype not in CAST_DTYPES:
+        raise CheckpointError(f"unsupported dtype {dtype!r}; expected one of {', '.join(CAST_DTYPES)}")
+    target = _numpy_dtype(dtype)
+    return {k: (a.astype(target) if np.issubdtype(a.dtype, np.floating) or a.dtype.name in HALF_DTYPES else a)
+            for k, a in ((k, port._as_numpy(v)) for k, v in arrays.items())}
+
+
+def _numpy_dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        import ml_dtypes  # numpy's bfloat16, shipped with jax
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def write_state_dict(path: str | os.PathLike, state_dict: Mapping[str, Any], overwrite: bool = False,
+                     dtype: str | None = None) -> None:
+    """Write an MDNC state dict to ``.pt``/``.pth`` (``torch.save``) or ``.safetensors``, atomically.
+
+    The state dict is checked against EncoderNet1d first, so what is written loads into MDNC
+    and ``torch_ref`` with ``strict=True``. ``dtype`` casts floating tensors.
+    """
+    path = Path(path)
+    fmt = output_format(path)
+    if fmt not in TORCH_FORMATS:
+        raise CheckpointError(f"{path}: a state dict is written as .pt/.pth or .safetensors, not {FORMAT_NAMES[fmt]}")
+    arrays = cast_arrays(port.strip_prefix(state_dict), dtype)
+    port.infer_config(arrays)
+    with _atomic_output(path, overwrite) as tmp:
+        if fmt == "torch":
+            _torch_save(arrays, tmp)
+        else:
+            import safetensors.numpy
+
+            safetensors.numpy.save_file(arrays, str(tmp), metadata={"format": "pt"})
+        _fsync(tmp)
+
+
+def _torch_save(arrays: Mapping[str, np.ndarray], path: Path) -> None:
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(f"{path}: writing PyTorch files needs torch: pip install 'flax-resnet1d[torch]'") from None
+
+    def tensor(a: np.ndarray):
+        if a.dtype.name == "bfloat16":  # torch cannot take ml_dtypes arrays: reinterpret the bits
+            return torch.from_numpy(np.ascontiguousarray(a).view(np.uint16)).view(torch.bfloat16)
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    with warnings.catch_warnings():  # read-only arrays (msgpack, Orbax) are fine: torch.save only reads
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        tensors = {k: tensor(a) for k, a in arrays.items()}
+    torch.save(tensors, path)
+
+
+def save_flax(path: str | os.PathLike, variables: Mapping, config: EncoderConfig | dict,
+              overwrite: bool = False) -> None:
+    """Save Flax variables and their config: an Orbax checkpoint directory (config.json inside)
+    or, for a ``.msgpack`` name, a flax.serialization file (``<name>.config.json`` beside), atomically."""
+    path = Path(path)
+    config = EncoderConfig.coerce(config)
+    fmt = output_format(path)
+    if fmt not in FLAX_FORMATS:
+        raise CheckpointError(f"{path}: Flax variables are written as an Orbax directory or .msgpack, "
+                              f"not {FORMAT_NAMES[fmt]}")
+    params = jax_to_numpy(variables.get("params", variables))
+    port.flax_to_torch(params, config)  # every key and shape against the config
+    config_json = json.dumps(config.to_dict(), indent=2) + "\n"
+    if fmt == "orbax":
+        with _atomic_output(path, overwrite) as tmp:
+            _orbax_checkpointer().save(tmp.resolve(), {"params": params})
+            (tmp / CONFIG_NAME).write_text(config_json)
+        return
+    from flax import serialization
+
+    config_path = msgpack_config_path(path)
+    with _atomic_output(path, overwrite) as tmp, _atomic_output(config_path, overwrite) as tmp_config:
+        tmp.write_bytes(serialization.msgpack_serialize({"params": params}))
+        tmp_config.write_text(config_json)
+        _fsync(tmp)
+
+
+def jax_to_numpy(tree: Mapping) -> dict:
+    """Nested dict with host numpy leaves (jax arrays fetched in one transfer)."""
+    if any(type(leaf).__module__.startswith("jax") for _, leaf in port._flatten(tree)):
+        import jax
+
+        tree = jax.device_get(tree)
+    return {k: jax_to_numpy(v) if isinstance(v, Mapping) else np.asarray(v) for k, v in tree.items()}
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _atomic_output(path: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a fresh temporary path beside ``path``; on success rename it to ``path``.
+
+    On any failure (including KeyboardInterrupt) the temporary is removed and ``path`` is
+    untouched. With ``overwrite`` an existing ``path`` is moved aside first and deleted only
+    once the new one is in place.
+    """
+    if path.exists() and not overwrite:
+        raise CheckpointError(f"{path}: already exists; pass --overwrite (overwrite=True) to replace it")
+    parent = path.parent
+    if not parent.is_dir():
+        raise CheckpointError(f"{path}: output directory {parent} does not exist")
+    # The temporary is a path inside a private hidden directory: writers (Orbax among them)
+    # create it themselves, and one rmtree removes whatever they left.
+    holder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    tmp = holder / path.name
+    try:
+        yield tmp
+        _replace(tmp, path, overwrite)
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
+
+
+def _replace(new: Path, path: Path, overwrite: bool) -> None:
+    if not (overwrite and path.exists()):
+        if path.exists():
+            raise CheckpointError(f"{path}: appeared while writing; not overwritten")
+        os.rename(new, path)
+        return
+    if path.is_dir() or new.is_dir():  # rename cannot replace a non-empty directory: swap
+        old = new.with_name(new.name + ".old")
+        os.rename(path, old)
+        os.rename(new, path)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        os.replace(new, path)

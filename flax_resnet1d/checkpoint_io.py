@@ -539,6 +539,15 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def check_output(path: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse an existing output unless ``overwrite``, and a missing output directory."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise CheckpointError(f"{path}: already exists; pass --overwrite (overwrite=True) to replace it")
+    if not path.parent.is_dir():
+        raise CheckpointError(f"{path}: output directory {path.parent} does not exist")
+
+
 @contextlib.contextmanager
 def _atomic_output(path: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a fresh temporary path beside ``path``; on success rename it to ``path``.
@@ -547,14 +556,10 @@ def _atomic_output(path: Path, overwrite: bool) -> Iterator[Path]:
     untouched. With ``overwrite`` an existing ``path`` is moved aside first and deleted only
     once the new one is in place.
     """
-    if path.exists() and not overwrite:
-        raise CheckpointError(f"{path}: already exists; pass --overwrite (overwrite=True) to replace it")
-    parent = path.parent
-    if not parent.is_dir():
-        raise CheckpointError(f"{path}: output directory {parent} does not exist")
+    check_output(path, overwrite)
     # The temporary is a path inside a private hidden directory: writers (Orbax among them)
     # create it themselves, and one rmtree removes whatever they left.
-    holder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
+    holder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     tmp = holder / path.name
     try:
         yield tmp

@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Modules that register sub-commands, in --help order.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("commands_convert",)
 
 
 class UsageError(Exception):

@@ -167,7 +167,7 @@ def _expect_content(path: Path, fmt: str) -> None:
 # -- reading -------------------------------------------------------------------------------
 def load_state_dict(path: str | os.PathLike, key: str | None = None,
                     allow_nonfinite: bool = False) -> dict[str, np.ndarray]:
-    """MDNC state dict (numpy, MDNC key order of the file) from a ``.pt``/``.pth``/``.safetensors`` file.
+    """MDNC state dict (numpy arrays, in MDNC key order) from a ``.pt``/``.pth``/``.safetensors`` file.
 
     Accepts a bare state dict or a training dict such as ``{'model': sd, 'optimizer': ...,
     'epoch': 3}``, where the state dict is the one entry matching EncoderNet1d or ``key``;
@@ -224,7 +224,8 @@ def _read_state_dict(path: Path, key: str | None, allow_nonfinite: bool,
     else:
         _checked(path, port.check_state_dict, state_dict, config)
     _check_finite(path, state_dict, allow_nonfinite)
-    return state_dict, config
+    # MDNC's state_dict() order (safetensors files keep keys sorted)
+    return {row.torch_key: state_dict[row.torch_key] for row in port.param_table(config)}, config
 
 
 def _torch_load(path: Path) -> Any:
@@ -233,7 +234,9 @@ def _torch_load(path: Path) -> Any:
     except ImportError:
         raise CheckpointError(f"{path}: reading PyTorch files needs torch: pip install 'flax-resnet1d[torch]'") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. about pickle protocols: the outcome is what matters
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "Weights only load failed" in str(e):
             needed = re.search(r"GLOBAL ([\w.]+)", str(e))
@@ -505,8 +508,10 @@ def save_flax(path: str | os.PathLike, variables: Mapping, config: EncoderConfig
     if fmt not in FLAX_FORMATS:
         raise CheckpointError(f"{path}: Flax variables are written as an Orbax directory or .msgpack, "
                               f"not {FORMAT_NAMES[fmt]}")
-    params = jax_to_numpy(variables.get("params", variables))
-    port.flax_to_torch(params, config)  # every key and shape against the config
+    params = _tree_map(np.asarray, _device_get(variables.get("params", variables)))
+    # Every key and shape against the config, through the port's own check, on zero-stride
+    # stand-ins of the leaves: its layout transposes then cost nothing.
+    port.flax_to_torch(_tree_map(lambda a: np.broadcast_to(np.zeros((), a.dtype), a.shape), params), config)
     config_json = json.dumps(config.to_dict(), indent=2) + "\n"
     if fmt == "orbax":
         with _atomic_output(path, overwrite) as tmp:
@@ -522,13 +527,17 @@ def save_flax(path: str | os.PathLike, variables: Mapping, config: EncoderConfig
         _fsync(tmp)
 
 
-def jax_to_numpy(tree: Mapping) -> dict:
-    """Nested dict with host numpy leaves (jax arrays fetched in one transfer)."""
+def _device_get(tree: Mapping) -> Mapping:
+    """``tree`` with jax arrays fetched to host in one transfer (no jax import otherwise)."""
     if any(type(leaf).__module__.startswith("jax") for _, leaf in port._flatten(tree)):
         import jax
 
-        tree = jax.device_get(tree)
-    return {k: jax_to_numpy(v) if isinstance(v, Mapping) else np.asarray(v) for k, v in tree.items()}
+        return jax.device_get(tree)
+    return tree
+
+
+def _tree_map(fn: Callable, tree: Mapping) -> dict:
+    return {k: _tree_map(fn, v) if isinstance(v, Mapping) else fn(v) for k, v in tree.items()}
 
 
 def _fsync(path: Path) -> None:

@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Modules that register sub-commands, in --help order.
-COMMAND_MODULES: tuple[str, ...] = ("commands_convert",)
+COMMAND_MODULES: tuple[str, ...] = ("commands_convert", "commands_train")
 
 
 class UsageError(Exception):

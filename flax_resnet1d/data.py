@@ -1,0 +1,249 @@
+"""Classification data sets: UCR/UEA archive sets shipped inside ``aeon``, and the user's arrays.
+
+Every loader returns a ``Dataset`` with inputs channels-last ``(N, L, C)`` float32 (what the
+Flax model takes) and integer labels ``0..K-1``.
+
+Preprocessing, the UCR convention:
+- z-normalization per series and per channel: each channel of each series gets mean 0 and
+  (population, ddof=0) standard deviation 1 over its own time steps; a constant channel
+  becomes all zeros.
+- Variable-length sets (JapaneseVowels, PickupGestureWiimoteZ) are z-normalized over each
+  series' own length, then zero-padded at the end to the longest series of the data set
+  (train and test together). After z-normalization, 0 is each channel's mean.
+- ``Dataset.pad_to`` zero-pads at the end up to a network's minimum input length
+  (ItalyPowerDemand has 24 steps; a 5-stage kernel-3 network needs 33).
+
+The archive files are read from the installed ``aeon`` package (``aeon/datasets/data``) with
+``aeon.datasets.load_from_ts_file``, a plain file reader: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from .cli import UsageError
+
+# UCR/UEA classification sets whose TRAIN/TEST files ship inside the aeon package.
+ARCHIVE_DATASETS = ("GunPoint", "ArrowHead", "ItalyPowerDemand", "OSULeaf", "ACSF1", "PickupGestureWiimoteZ",
+                    "BasicMotions", "JapaneseVowels")
+LAYOUTS = ("NCL", "NLC")  # of a user's x array; NCL is MDNC's (N, C, L)
+
+
+class DataError(UsageError, ValueError):
+    """Bad data or data-set name: a ValueError for library callers, one line of stderr on the CLI."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A classification data set with the archive's (or the user's) train/test split."""
+
+    name: str
+    x_train: np.ndarray  # (N, L, C) float32
+    y_train: np.ndarray  # (N,) int32 in 0..num_classes-1
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: tuple[str, ...]  # original label of class index i
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def length(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def in_planes(self) -> int:
+        return self.x_train.shape[2]
+
+    def pad_to(self, length: int) -> Dataset:
+        """Zero-pad every series at the end to at least ``length`` steps."""
+        return dataclasses.replace(self, x_train=pad_end(self.x_train, length), x_test=pad_end(self.x_test, length))
+
+
+def pad_end(x: np.ndarray, length: int) -> np.ndarray:
+    """(N, L, C) zero-padded at the end of the time axis to at least ``length`` steps."""
+    return x if x.shape[1] >= length else np.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0)))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Where a run's data comes from; saved in the run's config so ``eval`` can reload it.
+
+    ``source`` is an archive name or a ``.npz`` path. For ``.npz`` data, ``test`` is another
+    ``.npz``; without it a fixed ``test_fraction`` of the examples (chosen by a permutation
+    seeded with 0, the same for every training seed) is held out.
+    """
+
+    source: str
+    layout: str = "NCL"
+    test: str | None = None
+    test_fraction: float = 0.2
+    znormalize: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataSpec:
+        return cls(**d)
+
+
+def load(spec: DataSpec) -> Dataset:
+    if spec.source.endswith(".npz"):
+        return load_npz(spec.source, spec.layout, spec.test, spec.test_fraction, spec.znormalize)
+    return load_archive(spec.source)
+
+
+# -- UCR/UEA archive --------------------------------------------------------------------------
+
+def archive_name(name: str) -> str:
+    """The canonical archive name (case-insensitive match) or DataError listing the choices."""
+    by_fold = {n.casefold(): n for n in ARCHIVE_DATASETS}
+    if name.casefold() not in by_fold:
+        raise DataError(f"unknown data set {name!r}; available: {', '.join(ARCHIVE_DATASETS)} "
+                        "(or a .npz file with arrays x and y)")
+    return by_fold[name.casefold()]
+
+
+def load_archive(name: str) -> Dataset:
+    """Load an archive set with its own train/test split, z-normalized, labels in header order."""
+    name = archive_name(name)
+    try:
+        import aeon.datasets
+    except ImportError:
+        raise DataError("the UCR/UEA data sets are read from the aeon package, which is not installed: "
+                        "pip install 'flax-resnet1d[data]' (or pip install aeon)") from None
+    folder = os.path.join(os.path.dirname(aeon.datasets.__file__), "data", name)
+    splits = {}
+    for split in ("TRAIN", "TEST"):
+        path = os.path.join(folder, f"{name}_{split}.ts")
+        if not os.path.isfile(path):
+            raise DataError(f"{name}: {path} is missing from the installed aeon package")
+        x, y, meta = aeon.datasets.load_from_ts_file(path, return_meta_data=True)
+        splits[split] = (list(x), np.asarray(y).astype(str), tuple(str(c) for c in meta["class_values"]))
+    classes = splits["TRAIN"][2]
+    if splits["TEST"][2] != classes:
+        raise DataError(f"{name}: TRAIN and TEST files declare different classes {classes} vs {splits['TEST'][2]}")
+    index = {c: i for i, c in enumerate(classes)}
+    length = max(series.shape[-1] for x, _, _ in splits.values() for series in x)
+    arrays = []
+    for x, y, _ in splits.values():
+        unknown = sorted(set(y) - set(index))
+        if unknown:
+            raise DataError(f"{name}: labels {unknown} are not among the declared classes {classes}")
+        arrays += [_stack_padded([znormalize(s, axis=-1) for s in x], length),
+                   np.array([index[label] for label in y], np.int32)]
+    return Dataset(name, *arrays, classes=classes)
+
+
+def _stack_padded(series: Sequence[np.ndarray], length: int) -> np.ndarray:
+    """(C, L_i) series -> (N, length, C) float32, zero-padded at the end."""
+    out = np.zeros((len(series), length, series[0].shape[0]), np.float32)
+    for i, s in enumerate(series):
+        if not np.all(np.isfinite(s)):
+            raise DataError(f"series {i} contains NaN or Inf (missing values are not supported)")
+        out[i, : s.shape[-1]] = s.T
+    return out
+
+
+def znormalize(x: np.ndarray, axis: int) -> np.ndarray:
+    """Per-series, per-channel z-normalization along the time ``axis`` (population std)."""
+    x = np.asarray(x, np.float64)
+    mean = x.mean(axis=axis, keepdims=True)
+    std = x.std(axis=axis, keepdims=True)
+    return (x - mean) / np.where(std > 0, std, 1.0)  # a constant channel becomes zeros
+
+
+# -- user arrays ------------------------------------------------------------------------------
+
+def load_npz(path: str, layout: str = "NCL", test_path: str | None = None, test_fraction: float = 0.2,
+             normalize: bool = True) -> Dataset:
+    """Load ``x`` and integer ``y`` from ``path`` (and ``test_path``), validated.
+
+    ``x`` is ``(N, C, L)`` for ``layout='NCL'`` (MDNC's layout, the default), ``(N, L, C)`` for
+    ``'NLC'``, or ``(N, L)`` for one channel; the two 3-D layouts cannot be told apart from
+    the shape, hence the explicit layout. Labels must be integers ``0..K-1`` with K the number
+    of classes seen in training; test labels must lie in the same range.
+    """
+    x_train, y_train = read_arrays(path, layout, normalize)
+    if test_path is not None:
+        x_test, y_test = read_arrays(test_path, layout, normalize)
+    else:
+        if not 0 < test_fraction < 1:
+            raise DataError(f"test fraction must be between 0 and 1, got {test_fraction}")
+        order = np.random.default_rng(0).permutation(len(y_train))
+        n_test = int(round(test_fraction * len(y_train)))
+        if not 0 < n_test < len(y_train):
+            raise DataError(f"{path}: {len(y_train)} examples are too few to hold out a test fraction of "
+                            f"{test_fraction}; pass a separate test file")
+        x_train, y_train, x_test, y_test = (x_train[order[n_test:]], y_train[order[n_test:]],
+                                            x_train[order[:n_test]], y_train[order[:n_test]])
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise DataError(f"test inputs have shape (N, L, C) = {x_test.shape} but training inputs {x_train.shape}")
+    num_classes = int(y_train.max()) + 1
+    check_labels(y_test, num_classes, "test label")
+    return Dataset(os.path.basename(path), x_train, y_train, x_test, y_test,
+                   classes=tuple(str(i) for i in range(num_classes)))
+
+
+def check_labels(y: np.ndarray, num_classes: int, what: str) -> None:
+    if y.max() >= num_classes:
+        raise DataError(f"{what} {int(y.max())} is out of range: the classes are 0..{num_classes - 1}")
+
+
+def read_arrays(path: str, layout: str = "NCL", normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One validated ``.npz``: x as (N, L, C) float32 (z-normalized unless told not to), y as int32."""
+    if layout not in LAYOUTS:
+        raise DataError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    x, y = _read_npz(path, layout)
+    return (znormalize(x, axis=1) if normalize else x).astype(np.float32), y
+
+
+def _read_npz(path: str, layout: str) -> tuple[np.ndarray, np.ndarray]:
+    """x as (N, L, C) float64 and y as (N,) int32 from a .npz file, or DataError."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in ("x", "y") if k not in f.files]
+            if missing:
+                raise DataError(f"{path}: needs arrays 'x' and 'y', missing {missing} (has {f.files})")
+            x, y = f["x"], f["y"]
+    except (OSError, ValueError) as e:  # not a zip, truncated, or object arrays (pickles are refused)
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise DataError(f"{path}: x must be numeric, got dtype {x.dtype}")
+    if x.ndim == 2:
+        x = x[:, :, None]
+    elif x.ndim == 3:
+        x = x if layout == "NLC" else np.swapaxes(x, 1, 2)
+    else:
+        raise DataError(f"{path}: x must have shape (N, C, L), (N, L, C) or (N, L), got {x.shape}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(f"{path}: y must have shape (N,) matching x's {len(x)} examples, got {y.shape}")
+    if len(y) == 0:
+        raise DataError(f"{path}: no examples")
+    x = x.astype(np.float64)
+    bad = np.argwhere(~np.isfinite(x))
+    if len(bad):
+        raise DataError(f"{path}: x contains {len(bad)} NaN/Inf values (first at example {bad[0][0]})")
+    return x, _integer_labels(path, y)
+
+
+def _integer_labels(path: str, y: np.ndarray) -> np.ndarray:
+    if np.issubdtype(y.dtype, np.floating):  # whole-number floats are accepted as labels
+        fractional = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+        if len(fractional):
+            raise DataError(f"{path}: labels must be integers; y[{fractional[0]}] = {y[fractional[0]]}")
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: labels must be integers, got dtype {y.dtype}")
+    if y.min() < 0:
+        raise DataError(f"{path}: labels must be 0..K-1; y[{int(np.argmin(y))}] = {y.min()} is negative")
+    return y.astype(np.int32)

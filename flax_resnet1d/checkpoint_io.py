@@ -409,9 +409,9 @@ def _read_config(path: Path) -> EncoderConfig:
 def _orbax_load(path: Path) -> Any:
     if not any((path / name).exists() for name in ("_METADATA", "_CHECKPOINT_METADATA")):
         raise CheckpointError(f"{path}: is a directory but not an Orbax checkpoint (no _METADATA file)")
-    checkpointer = _orbax_checkpointer()
     try:
-        return checkpointer.restore(path.resolve())
+        with _orbax_checkpointer() as checkpointer:
+            return checkpointer.restore(path.resolve())
     except Exception as e:  # tensorstore/orbax raise many kinds on missing or corrupt files
         raise CheckpointError(f"{path}: corrupt or incomplete Orbax checkpoint ({_first_line(e)})") from None
 
@@ -515,7 +515,8 @@ def save_flax(path: str | os.PathLike, variables: Mapping, config: EncoderConfig
     config_json = json.dumps(config.to_dict(), indent=2) + "\n"
     if fmt == "orbax":
         with _atomic_output(path, overwrite) as tmp:
-            _orbax_checkpointer().save(tmp.resolve(), {"params": params})
+            with _orbax_checkpointer() as checkpointer:
+                checkpointer.save(tmp.resolve(), {"params": params})
             (tmp / CONFIG_NAME).write_text(config_json)
         return
     from flax import serialization

@@ -148,12 +148,14 @@ def read_input(path: str, config: EncoderConfig) -> np.ndarray:
 
 
 def _pick_array(file: Path, archive) -> np.ndarray:
+    if not all(name.endswith(".npy") for name in archive.zip.namelist()):  # e.g. a torch .pt is a zip too
+        raise UsageError(f"--input {file}: not a .npy/.npz array file (a zip archive of other files)")
     names = list(archive.files)
     if "x" in names:
         return archive["x"]
     if len(names) == 1:
         return archive[names[0]]
-    raise UsageError(f"--input {file}: holds {names}; name the input 'x' or keep one array")
+    raise UsageError(f"--input {file}: holds {names[:10]}; name the input 'x' or keep one array")
 
 
 def _validated_input(path: str, x: np.ndarray, config: EncoderConfig) -> np.ndarray:

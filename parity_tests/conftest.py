@@ -1,0 +1,191 @@
+"""Shared pieces of the parity suite: the covering grid of configurations, random Flax
+weights, the MDNC fixtures, and a log of measured errors printed at the end of the run.
+
+The grid is a strength-2 covering array: every pair of levels of any two factors (block,
+kernel size, depth, in_planes, out_length, input-length parity, dtype, port direction)
+occurs in at least one of its 16 cases, instead of the 2*4*4*4*2*2*2*2 = 4096 cases of the
+full product.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import numpy as np
+import pytest
+
+from flax_resnet1d.config import EncoderConfig
+from flax_resnet1d.model import from_config
+from flax_resnet1d.parity import dtype_context
+
+DATA_DIR = Path(__file__).parent / "data"
+MDNC_DIR = DATA_DIR / "mdnc"  # copies of ../shared/fixtures/mdnc (CI clones only the repository)
+
+# Factor levels of the grid.
+KERNEL_SIZES = (1, 3, 5, 7)
+DEPTHS = (2, 3, 4, 5)
+IN_PLANES = (1, 2, 3, 4)
+BLOCKS = ("plain", "bottleneck")
+OUT_LENGTHS = (None, 3)
+LENGTH_PARITIES = ("even", "odd")
+DTYPES = ("float32", "float64")
+DIRECTIONS = ("torch->flax", "flax->torch")
+
+# Multiplication in GF(4) = {0, 1, x, x+1} (addition is XOR).
+_GF4_MUL = ((0, 0, 0, 0), (0, 1, 2, 3), (0, 2, 3, 1), (0, 3, 1, 2))
+
+
+class GridCase(NamedTuple):
+    index: int
+    config: EncoderConfig
+    length_parity: str
+    dtype: str
+    direction: str
+
+    @property
+    def id(self) -> str:
+        c = self.config
+        return (f"{c.block}-k{c.kernel_size}-d{len(c.layers)}-in{c.in_planes}-out{c.out_length}-"
+                f"{self.length_parity}-{self.dtype}-{self.direction.replace('->', '2')}")
+
+    @property
+    def factors(self) -> tuple:
+        c = self.config
+        return (c.block, c.kernel_size, len(c.layers), c.in_planes, c.out_length, self.length_parity, self.dtype,
+                self.direction)
+
+
+def grid_cases() -> list[GridCase]:
+    """16 cases from the orthogonal array OA(16, 5, 4, 2): columns j, i, i+j, i+2j, i+3j over GF(4).
+
+    Three columns give the 4-level factors. Each of the other two carries two 2-level
+    factors as its two bits (and the second one a third as their XOR); a bit of a column,
+    or the XOR of its bits, still meets every level of every other column and every value
+    of the column's other bit, so all pairs stay covered. Channels and blocks per stage vary
+    with the case so that stride-1 blocks (``conv_list``) and identity shortcuts occur too.
+    """
+    cases = []
+    for i in range(4):
+        for j in range(4):
+            index = len(cases)
+            block_and_head, length_dtype = i ^ _GF4_MUL[2][j], i ^ _GF4_MUL[3][j]
+            depth = DEPTHS[j]
+            layers = tuple(1 + ((index + stage) % 3 == 0) for stage in range(depth))
+            config = EncoderConfig(channel=(4, 6, 8)[index % 3], layers=layers, block=BLOCKS[block_and_head & 1],
+                                   kernel_size=KERNEL_SIZES[i], in_planes=IN_PLANES[i ^ j],
+                                   out_length=OUT_LENGTHS[block_and_head >> 1])
+            cases.append(GridCase(index, config, LENGTH_PARITIES[length_dtype & 1], DTYPES[length_dtype >> 1],
+                                  DIRECTIONS[(length_dtype & 1) ^ (length_dtype >> 1)]))
+    return cases
+
+
+GRID = grid_cases()
+
+
+def pytest_generate_tests(metafunc):
+    """Any test taking ``grid_case`` runs once per case of the covering grid."""
+    if "grid_case" in metafunc.fixturenames:
+        metafunc.parametrize("grid_case", GRID, ids=[case.id for case in GRID])
+
+
+def random_flax_variables(config: EncoderConfig, dtype: str, seed: int) -> dict:
+    """Random, non-initial Flax variables (numpy leaves of ``dtype``) with the structure the Flax
+    model itself declares (``jax.eval_shape`` of ``init``), independent of the port's table.
+
+    Kernels ~ U(+-sqrt(3/fan_in)) (unit-variance activations, but not PyTorch's init bound),
+    norm scales ~ U(0.5, 1.5), biases ~ N(0, 0.1^2), PReLU slopes ~ U(-0.5, 0.5).
+    """
+    model = from_config(config, param_dtype=dtype)
+    x = jax.ShapeDtypeStruct((1, config.min_length(), config.in_planes), dtype)
+    with dtype_context(dtype):
+        shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name, shape = path[-1].key, leaf.shape
+        if name == "kernel":
+            bound = np.sqrt(3.0 / np.prod(shape[:-1]))
+            value = rng.uniform(-bound, bound, shape)
+        elif name == "scale":
+            value = rng.uniform(0.5, 1.5, shape)
+        elif name == "negative_slope":
+            value = rng.uniform(-0.5, 0.5, shape)
+        else:
+            value = rng.normal(0.0, 0.1, shape)
+        return value.astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+@pytest.fixture
+def grid() -> list[GridCase]:
+    return GRID
+
+
+@pytest.fixture
+def make_flax_variables():
+    return random_flax_variables
+
+
+@contextlib.contextmanager
+def _count_xla_compiles():
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiles
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.fixture
+def xla_compiles():
+    """``with xla_compiles() as compiles:`` lists the XLA compilations run inside the block."""
+    return _count_xla_compiles
+
+
+# -- the MDNC fixtures ------------------------------------------------------------------
+MANIFEST = json.loads((MDNC_DIR / "manifest.json").read_text())
+
+
+@pytest.fixture(params=sorted(MANIFEST))
+def mdnc_fixture(request):
+    """(name, manifest entry, state dict of torch tensors as saved by MDNC, npz with x, y_float32, y_float64)."""
+    import torch
+
+    name = request.param
+    state_dict = torch.load(MDNC_DIR / f"{name}.pt", map_location="cpu", weights_only=True)
+    return name, MANIFEST[name], state_dict, dict(np.load(MDNC_DIR / f"{name}.npz"))
+
+
+# -- measured errors, printed at the end of the session -------------------------------
+_PARITY_LOG: list = []  # (source, ParityRow)
+
+
+@pytest.fixture
+def parity_log() -> list:
+    """Append ``(source, ParityRow)``; the worst errors per dtype and source are printed at the end."""
+    return _PARITY_LOG
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _PARITY_LOG:
+        return
+    worst: dict = defaultdict(float)
+    for source, row in _PARITY_LOG:
+        worst[(row.dtype, source, row.quantity)] = max(worst[(row.dtype, source, row.quantity)], row.rel_err)
+    quantities = ("output", "grad input", "grad params", "grad worst param")
+    write = terminalreporter.write_line
+    terminalreporter.section("parity: worst max|a-b|/max|b| (reference: torch_ref)")
+    write(f"{'dtype':<8} {'source':<22}" + "".join(f"{q:>18}" for q in quantities))
+    for dtype, source in sorted({key[:2] for key in worst}):
+        write(f"{dtype:<8} {source:<22}" + "".join(f"{worst[(dtype, source, q)]:>18.2e}" for q in quantities))

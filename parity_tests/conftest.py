@@ -97,8 +97,10 @@ def random_flax_variables(config: EncoderConfig, dtype: str, seed: int) -> dict:
     """Random, non-initial Flax variables (numpy leaves of ``dtype``) with the structure the Flax
     model itself declares (``jax.eval_shape`` of ``init``), independent of the port's table.
 
-    Kernels ~ U(+-sqrt(3/fan_in)) (unit-variance activations, but not PyTorch's init bound),
-    norm scales ~ U(0.5, 1.5), biases ~ N(0, 0.1^2), PReLU slopes ~ U(-0.5, 0.5).
+    Kernels ~ U(+-sqrt(3/fan_in)) (unit variance through a layer, yet beyond PyTorch's init
+    bound); every per-channel vector (norm scale and bias, PReLU slope, conv/fc bias)
+    ~ U(-0.5, 1.5): both signs, no value at its initial constant. A different draw from
+    ``parity.random_state_dict``, so the two directions see different weights.
     """
     model = from_config(config, param_dtype=dtype)
     x = jax.ShapeDtypeStruct((1, config.min_length(), config.in_planes), dtype)
@@ -107,17 +109,10 @@ def random_flax_variables(config: EncoderConfig, dtype: str, seed: int) -> dict:
     rng = np.random.default_rng(seed)
 
     def draw(path, leaf):
-        name, shape = path[-1].key, leaf.shape
-        if name == "kernel":
-            bound = np.sqrt(3.0 / np.prod(shape[:-1]))
-            value = rng.uniform(-bound, bound, shape)
-        elif name == "scale":
-            value = rng.uniform(0.5, 1.5, shape)
-        elif name == "negative_slope":
-            value = rng.uniform(-0.5, 0.5, shape)
-        else:
-            value = rng.normal(0.0, 0.1, shape)
-        return value.astype(leaf.dtype)
+        if path[-1].key == "kernel":  # (k, in, out) or (in, out): fan_in is all but the last axis
+            bound = np.sqrt(3.0 / np.prod(leaf.shape[:-1]))
+            return rng.uniform(-bound, bound, leaf.shape).astype(leaf.dtype)
+        return rng.uniform(-0.5, 1.5, leaf.shape).astype(leaf.dtype)
 
     return jax.tree_util.tree_map_with_path(draw, shapes)
 

@@ -60,7 +60,7 @@ def test_the_compile_counter_sees_compiles(xla_compiles):
     assert len(compiles) == 1
 
 
-class Both:
+class BothImplementations:
     """One config built in both frameworks, called on the same input given in MDNC layout (B, C, L)."""
 
     def __init__(self, **kwargs):
@@ -119,7 +119,7 @@ BAD_SHAPES = [  # (input shape in MDNC layout, what the message must say)
 
 @pytest.mark.parametrize("shape, says", BAD_SHAPES, ids=[str(s) for s, _ in BAD_SHAPES])
 def test_wrong_rank_or_channels(shape, says, xla_compiles):
-    both = Both()
+    both = BothImplementations()
     x = signal(*shape)
     flax_shape = np.swapaxes(x, 1, 2).shape if x.ndim == 3 else x.shape
     flax_errors, torch_error = both.flax_errors(x, xla_compiles), both.torch_error(x)
@@ -130,7 +130,7 @@ def test_wrong_rank_or_channels(shape, says, xla_compiles):
 @pytest.mark.parametrize("kwargs", [dict(layers=[1, 1, 1]), dict(layers=[2, 1], block="bottleneck", kernel_size=5)],
                          ids=["plain-k3-d3", "bottleneck-k5-d2"])
 def test_input_too_short_states_the_minimum_length_which_works(kwargs, xla_compiles):
-    both = Both(**kwargs)
+    both = BothImplementations(**kwargs)
     minimum = both.config.min_length()
     x = signal(2, 2, minimum - 1)
     flax_errors, torch_error = both.flax_errors(x, xla_compiles), both.torch_error(x)
@@ -146,7 +146,7 @@ def test_even_kernel_residual_mismatch_is_named_and_other_lengths_work(xla_compi
     """kernel_size=2 (stride 2, padding 1; stem kernel 4, padding 2, which lengthens by one):
     a strided branch on an even length is one longer than its shortcut, so the block cannot
     add; input lengths that keep every block's input odd work."""
-    both = Both(layers=[1, 1], block="bottleneck", kernel_size=2)
+    both = BothImplementations(layers=[1, 1], block="bottleneck", kernel_size=2)
     x = signal(2, 2, 39)
     flax_errors, torch_error = both.flax_errors(x, xla_compiles), both.torch_error(x)
     assert_same_message(flax_errors, torch_error)

@@ -87,9 +87,10 @@ class BothImplementations:
             return raised(lambda: self.torch(torch.from_numpy(x_bcl).float()))
 
     def run(self, x_bcl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Flax output, torch output) of a valid input."""
         with torch.no_grad():
-            y_torch = self.torch(torch.from_numpy(x_bcl).float()).numpy()
-        return np.asarray(jax.jit(self.flax.apply)(self.variables, np.swapaxes(x_bcl, 1, 2).astype(np.float32))), y_torch
+            y_torch = self.torch(torch.from_numpy(x_bcl)).numpy()
+        return np.asarray(jax.jit(self.flax.apply)(self.variables, np.swapaxes(x_bcl, 1, 2))), y_torch
 
 
 def signal(*shape) -> np.ndarray:

@@ -1,0 +1,194 @@
+"""Training: steps compiled once, determinism, schedules, bf16, padding masks, checkpoint
+fallback and resume (in process; the SIGKILL test is test_train_resume.py)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from train_helpers import assert_same_state, synthetic_dataset, tiny_config, without_timing
+
+from flax_resnet1d import train
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return synthetic_dataset()
+
+
+def _counting(fn, counts):
+    @functools.wraps(fn)
+    def traced(*args):
+        counts[fn.__name__] = counts.get(fn.__name__, 0) + 1  # runs only while tracing
+        return fn(*args)
+
+    return traced
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, tmp_path_factory):
+    """An uninterrupted 6-epoch run (checkpoints at epochs 2, 4, 6; the last 2 kept), counting traces."""
+    run_dir, counts = str(tmp_path_factory.mktemp("reference")), {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "train_step", _counting(train.train_step, counts))
+        patch.setattr(train, "eval_step", _counting(train.eval_step, counts))
+        result = train.fit(tiny_config(dataset), dataset, run_dir, progress=False)
+    return run_dir, result, counts
+
+
+def test_steps_are_traced_once(reference):
+    _, result, counts = reference
+    assert int(result.state.step) == 6 * 3  # 40 rows in 16-row batches: 3 steps, one partial, per epoch
+    assert counts == {"train_step": 1, "eval_step": 1}  # over 18 train steps and 12 eval batches
+
+
+def test_same_seed_same_run_other_seed_other_run(dataset, reference, tmp_path):
+    _, ref, _ = reference
+    again = train.fit(tiny_config(dataset), dataset, str(tmp_path / "again"), progress=False)
+    assert without_timing(again.history) == without_timing(ref.history)
+    assert_same_state(again.state, ref.state)
+    other = train.fit(tiny_config(dataset, seed=1), dataset, str(tmp_path / "other"), progress=False)
+    assert without_timing(other.history) != without_timing(ref.history)
+
+
+def test_run_directory_contents(reference):
+    run_dir, ref, _ = reference
+    assert [h["epoch"] for h in ref.history] == [1, 2, 3, 4, 5, 6]
+    assert train.read_metrics(run_dir) == ref.history
+    assert sorted(os.listdir(os.path.join(run_dir, train.CHECKPOINT_DIR))) == ["4", "6"]  # every 2, keep 2
+    assert train.load_config(run_dir) == tiny_config(synthetic_dataset())
+    with open(os.path.join(run_dir, train.CURVE_FILE), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    first, last = ref.history[0], ref.history[-1]
+    assert set(first) == {"epoch", "step", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+                          *train.TIMING_KEYS}
+    assert last["train_loss"] < first["train_loss"]
+
+
+def _corrupt(path: str) -> int:
+    """Overwrite every file under ``path`` with random bytes of the same size."""
+    rng, count = np.random.default_rng(0), 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            file = os.path.join(root, name)
+            size = max(os.path.getsize(file), 16)
+            with open(file, "wb") as f:
+                f.write(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("damage", ["array files", "whole checkpoint"])
+def test_corrupt_newest_checkpoint_falls_back_and_resumes_exactly(damage, dataset, reference, tmp_path, caplog):
+    ref_dir, ref, _ = reference
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(ref_dir, run_dir)
+    newest = os.path.join(run_dir, train.CHECKPOINT_DIR, "6")
+    assert _corrupt(os.path.join(newest, "state") if damage == "array files" else newest) > 0
+    # What a kill during a save leaves behind: an unfinished temporary directory, never restored.
+    os.makedirs(os.path.join(run_dir, train.CHECKPOINT_DIR, "5.orbax-checkpoint-tmp-1234567890", "state"))
+
+    with caplog.at_level(logging.WARNING, logger="flax_resnet1d.train"):
+        resumed = train.fit(tiny_config(dataset), dataset, run_dir, resume=True, progress=False)
+    assert resumed.resumed_from == 4
+    assert "checkpoint of epoch 6" in caplog.text and "unreadable" in caplog.text
+    assert len(os.listdir(os.path.join(run_dir, train.CORRUPT_DIR))) == 1  # moved aside, not deleted
+    assert without_timing(resumed.history) == without_timing(ref.history)
+    assert without_timing(train.read_metrics(run_dir)) == without_timing(ref.history)
+    assert_same_state(resumed.state, ref.state)
+
+
+def test_no_readable_checkpoint_is_an_error_and_moves_nothing(dataset, reference, tmp_path):
+    ref_dir, _, _ = reference
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(ref_dir, run_dir)
+    for epoch in ("4", "6"):
+        _corrupt(os.path.join(run_dir, train.CHECKPOINT_DIR, epoch, "state"))
+    with pytest.raises(train.TrainingError, match="no checkpoint in .* is readable"):
+        train.fit(tiny_config(dataset), dataset, run_dir, resume=True, progress=False)
+    assert sorted(os.listdir(os.path.join(run_dir, train.CHECKPOINT_DIR))) == ["4", "6"]
+
+
+def test_resume_of_a_finished_run_trains_nothing(dataset, reference, tmp_path):
+    ref_dir, ref, _ = reference
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(ref_dir, run_dir)
+    resumed = train.fit(tiny_config(dataset), dataset, run_dir, resume=True, progress=False)
+    assert resumed.resumed_from == 6 and resumed.compile_seconds == 0
+    assert without_timing(resumed.history) == without_timing(ref.history)
+    assert_same_state(resumed.state, ref.state)
+
+
+@pytest.mark.parametrize("schedule, warmup, expected", [
+    ("constant", 0, {0: 1.0, 50: 1.0, 99: 1.0}),
+    ("cosine", 0, {0: 1.0, 50: 0.5, 100: 0.0}),
+    ("warmup", 2, {0: 0.0, 10: 0.5, 20: 1.0, 99: 1.0}),
+    ("warmup_cosine", 2, {0: 0.0, 10: 0.5, 20: 1.0, 60: 0.5, 100: 0.0}),
+])
+def test_schedules(schedule, warmup, expected, dataset):
+    config = tiny_config(dataset, epochs=10, lr=2.0, schedule=schedule, warmup_epochs=warmup)
+    lr = train.make_schedule(config, steps_per_epoch=10)
+    assert {step: float(lr(step)) / 2.0 for step in expected} == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(optimizer="rmsprop"), "unknown optimizer"),
+    (dict(schedule="step"), "unknown schedule"),
+    (dict(schedule="warmup_cosine", warmup_epochs=0), "warmup"),
+    (dict(dtype="float16"), "unknown dtype"),
+    (dict(epochs=0), "epochs must be at least 1"),
+    (dict(lr=-1.0), "lr must be positive"),
+])
+def test_bad_training_settings(bad, message, dataset):
+    with pytest.raises(train.TrainingError, match=message):
+        tiny_config(dataset, **bad)
+
+
+def test_bfloat16_computes_in_bf16_with_float32_params(dataset, tmp_path):
+    config = tiny_config(dataset, epochs=1, dtype="bfloat16")
+    result = train.fit(config, dataset, str(tmp_path), progress=False)
+    assert {leaf.dtype for leaf in jax.tree.leaves(result.state.params)} == {jnp.dtype(jnp.float32)}
+    batch = next(train.batches(dataset.x_train, dataset.y_train, np.arange(16), 16))
+    jaxpr = str(jax.make_jaxpr(train.train_step)(result.state, batch))
+    products = [line.split("=")[0] for line in jaxpr.splitlines() if "dot_general" in line or "conv_general" in line]
+    assert products and all(":bf16[" in out for out in products), products  # convolutions, dense, and their VJPs
+    assert np.isfinite(result.history[0]["train_loss"])
+    # The same weights applied in float32 (as exported to PyTorch) agree to bf16 rounding.
+    x = jnp.asarray(dataset.x_test)
+    bf16 = result.state.apply_fn({"params": result.state.params}, x)
+    f32 = train.float32_state(config, result.state).apply_fn({"params": result.state.params}, x)
+    assert bf16.dtype == jnp.bfloat16 and f32.dtype == jnp.float32
+    assert float(jnp.max(jnp.abs(bf16.astype(jnp.float32) - f32)) / jnp.max(jnp.abs(f32))) < 0.05
+
+
+def test_padded_rows_do_not_count(dataset):
+    """A partial batch's padding (mask 0) changes neither the loss nor the metrics."""
+    n = len(dataset.y_train)
+    batch_list = list(train.batches(dataset.x_train, dataset.y_train, np.arange(n), 16))
+    assert [b["x"].shape[0] for b in batch_list] == [16] * 3 and sum(b["mask"].sum() for b in batch_list) == n
+    last = batch_list[-1]
+    real = int(last["mask"].sum())
+    logits = jnp.asarray(np.random.default_rng(0).standard_normal((16, dataset.num_classes)))
+    masked = train.cross_entropy(logits, jnp.asarray(last["y"]), jnp.asarray(last["mask"]))
+    plain = train.cross_entropy(logits[:real], jnp.asarray(last["y"][:real]), jnp.ones(real))
+    assert float(masked) == pytest.approx(float(plain), rel=1e-6)
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    a, b = train.epoch_order(0, 3, 50), train.epoch_order(0, 3, 50)
+    np.testing.assert_array_equal(a, b)
+    assert sorted(a) == list(range(50))
+    assert not np.array_equal(a, train.epoch_order(0, 4, 50))
+    assert not np.array_equal(a, train.epoch_order(1, 3, 50))
+
+
+def test_config_round_trips_through_json(dataset):
+    config = tiny_config(dataset, optimizer="adamw", schedule="warmup", warmup_epochs=1, dtype="bfloat16")
+    assert train.TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

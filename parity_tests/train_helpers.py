@@ -1,0 +1,52 @@
+"""Shared pieces of the training tests: a small learnable data set, a tiny network config,
+and bit-exact comparisons of runs."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from flax_resnet1d import train
+from flax_resnet1d.config import EncoderConfig
+from flax_resnet1d.data import Dataset, DataSpec
+
+
+def synthetic_dataset(n_train: int = 40, n_test: int = 24, length: int = 32, channels: int = 2, classes: int = 3,
+                      seed: int = 0) -> Dataset:
+    """Noisy sinusoids whose frequency depends on the class: learnable, never constant."""
+    rng = np.random.default_rng(seed)
+
+    def split(n):
+        y = rng.integers(0, classes, n).astype(np.int32)
+        t = np.arange(length)[None, :, None] / length
+        phase = rng.uniform(0, 2 * np.pi, (n, 1, channels))
+        x = np.sin(2 * np.pi * (1 + y[:, None, None]) * t + phase) + 0.5 * rng.standard_normal((n, length, channels))
+        return x.astype(np.float32), y
+
+    return Dataset("synthetic", *split(n_train), *split(n_test), classes=tuple(str(i) for i in range(classes)))
+
+
+def tiny_config(dataset: Dataset, **overrides) -> train.TrainConfig:
+    """A network small enough to compile in seconds; 16-row batches leave a partial last batch."""
+    model = EncoderConfig(4, (1, 1), "plain", 3, dataset.in_planes, dataset.num_classes)
+    settings = dict(epochs=6, batch_size=16, lr=3e-3, ckpt_every=2, keep=2)
+    return train.TrainConfig(model, DataSpec("synthetic.npz"), **{**settings, **overrides})
+
+
+def save_npz(dataset: Dataset, train_path, test_path) -> None:
+    """The data set as the user's files: x in MDNC's (N, C, L) layout."""
+    np.savez(train_path, x=np.swapaxes(dataset.x_train, 1, 2), y=dataset.y_train)
+    np.savez(test_path, x=np.swapaxes(dataset.x_test, 1, 2), y=dataset.y_test)
+
+
+def without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if k not in train.TIMING_KEYS} for h in history]
+
+
+def assert_same_state(a: train.TrainState, b: train.TrainState) -> None:
+    """Bit-identical parameters, optimizer state and step."""
+    leaves_a, tree_a = jax.tree.flatten(jax.device_get((a.step, a.params, a.opt_state)))
+    leaves_b, tree_b = jax.tree.flatten(jax.device_get((b.step, b.params, b.opt_state)))
+    assert tree_a == tree_b
+    for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -8,6 +8,7 @@ This module imports neither JAX nor torch.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,11 +22,12 @@ PRESETS = {  # name -> (block, blocks per stage); all use 64 channels and 5 stag
 
 
 def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    """``value`` as a Python int (numpy integers accepted), or a TypeError/ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"EncoderNet1d: {name} must be an int, got {type(value).__name__} {value!r}")
     if value <= 0:
         raise ValueError(f"EncoderNet1d: {name} must be positive, got {value}")
-    return value
+    return int(value)
 
 
 def normalize_block(block: Any) -> str:
@@ -55,22 +57,21 @@ class EncoderConfig:
     out_length: int | None = 2
 
     def __post_init__(self):
-        _positive_int("channel", self.channel)
-        _positive_int("kernel_size", self.kernel_size)
-        _positive_int("in_planes", self.in_planes)
+        for name in ("channel", "kernel_size", "in_planes"):
+            object.__setattr__(self, name, _positive_int(name, getattr(self, name)))
         if isinstance(self.layers, (str, bytes)) or not isinstance(self.layers, Sequence):
             raise TypeError(f"EncoderNet1d: layers must be a sequence of ints, got {self.layers!r}")
-        layers = tuple(self.layers)
-        if len(layers) < 2:
-            raise ValueError(f"EncoderNet1d: layers needs at least 2 stages, got {list(layers)}")
-        for i, n in enumerate(layers):
-            _positive_int(f"layers[{i}] (blocks in stage {i + 1})", n)
-        if self.out_length is not None and (isinstance(self.out_length, bool) or not isinstance(self.out_length, int)):
-            raise TypeError(f"EncoderNet1d: out_length must be an int or None, got {self.out_length!r}")
+        if len(self.layers) < 2:
+            raise ValueError(f"EncoderNet1d: layers needs at least 2 stages, got {list(self.layers)}")
+        layers = tuple(_positive_int(f"layers[{i}] (blocks in stage {i + 1})", n) for i, n in enumerate(self.layers))
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "block", normalize_block(self.block))
-        if self.out_length is not None and self.out_length <= 0:  # MDNC: 0 means "no FC head"
-            object.__setattr__(self, "out_length", None)
+        out_length = self.out_length
+        if out_length is not None:
+            if isinstance(out_length, bool) or not isinstance(out_length, numbers.Integral):
+                raise TypeError(f"EncoderNet1d: out_length must be an int or None, got {out_length!r}")
+            out_length = int(out_length) if out_length > 0 else None  # MDNC: 0 means "no FC head"
+        object.__setattr__(self, "out_length", out_length)
 
     @classmethod
     def coerce(cls, config: EncoderConfig | dict) -> EncoderConfig:

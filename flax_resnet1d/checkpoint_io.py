@@ -29,6 +29,7 @@ import os
 import pickle
 import re
 import shutil
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -128,7 +129,7 @@ def _sniff(path: Path) -> str:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        except Exception:  # BadZipFile, NotImplementedError (garbled method field), OSError, ...
             return "badzip"
         if any(name.endswith("data.pkl") for name in names):
             return "torch"
@@ -387,6 +388,8 @@ def _map_leaves(path: Path, params: Mapping) -> dict:
     """Nested dict with numpy leaves (half precision widened); refuses non-array leaves."""
     flat = list(port._flatten(params))
     for p, leaf in flat:
+        if not all(isinstance(name, str) for name in p):
+            raise CheckpointError(f"{path}: parameter tree has a key that is not a name: {p!r}")
         if not hasattr(leaf, "dtype") or not hasattr(leaf, "shape"):
             raise CheckpointError(f"{path}: parameter {'/'.join(p)} is {_describe(leaf)}, not an array")
     arrays = _to_float_arrays(path, flat)
@@ -409,11 +412,36 @@ def _read_config(path: Path) -> EncoderConfig:
 def _orbax_load(path: Path) -> Any:
     if not any((path / name).exists() for name in ("_METADATA", "_CHECKPOINT_METADATA")):
         raise CheckpointError(f"{path}: is a directory but not an Orbax checkpoint (no _METADATA file)")
+    _drop_failed_restore_noise()
     try:
         with _orbax_checkpointer() as checkpointer:
             return checkpointer.restore(path.resolve())
     except Exception as e:  # tensorstore/orbax raise many kinds on missing or corrupt files
         raise CheckpointError(f"{path}: corrupt or incomplete Orbax checkpoint ({_first_line(e)})") from None
+
+
+def _drop_failed_restore_noise() -> None:
+    """Keep a failed Orbax restore to its one error.
+
+    Orbax reads all arrays concurrently; when one read fails it closes its event loop while
+    tensorstore still finishes the others. Later, their callbacks hit the closed loop
+    ("Exception ignored ... Event loop is closed") and their tasks are collected with errors
+    nobody retrieved ("Task exception was never retrieved"), both printed on stderr, some after
+    restore has returned. Installed once, before the first restore: drops exactly those two.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_orbax_noise", False):
+        return
+
+    def unraisablehook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    unraisablehook.drops_orbax_noise = True
+    sys.unraisablehook = unraisablehook
+    logging.getLogger("asyncio").addFilter(
+        lambda record: not (record.getMessage() == "Task exception was never retrieved" and record.exc_info
+                            and "tensorstore_spec" in str(record.exc_info[1])))
 
 
 def _msgpack_load(path: Path) -> Any:

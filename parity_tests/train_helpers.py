@@ -33,6 +33,21 @@ def tiny_config(dataset: Dataset, **overrides) -> train.TrainConfig:
     return train.TrainConfig(model, DataSpec("synthetic.npz"), **{**settings, **overrides})
 
 
+def dead_shortcut_biases(config: EncoderConfig) -> set[tuple[str, ...]]:
+    """Flax paths of the shortcut-norm biases whose gradient is zero in exact arithmetic.
+
+    Such a bias adds a per-channel constant to its block's output. Every later residual branch
+    starts with an instance norm and every projection shortcut ends with one, removing it;
+    only identity shortcuts carry it on. It reaches the output (through the final conv) only
+    when no later block has a projection shortcut. Rounding noise stands in for these zero
+    gradients, and Adam turns noise into O(lr) steps: runs differ there by design.
+    """
+    blocks = [(s, j) for s, n in enumerate(config.layers) for j in range(n)]
+    projects = [(lambda i, o, stride: stride > 1 or i != o)(*config.block_args(s, j)) for s, j in blocks]
+    return {(f"stage{s + 1}_block{j + 1}", "shortcut", "norm", "bias")
+            for k, (s, j) in enumerate(blocks) if projects[k] and any(projects[k + 1:])}
+
+
 def save_npz(dataset: Dataset, train_path, test_path) -> None:
     """The data set as the user's files: x in MDNC's (N, C, L) layout."""
     np.savez(train_path, x=np.swapaxes(dataset.x_train, 1, 2), y=dataset.y_train)

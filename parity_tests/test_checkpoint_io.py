@@ -162,43 +162,45 @@ def test_pickles_needing_objects_are_refused_never_executed(tmp_path, container)
 
 
 # -- writing: atomicity and overwrite -----------------------------------------------------
-def _write_partial_then_fail(path: Path, directory: bool = False) -> None:
+def _write_partial_then_fail(path: Path, error: BaseException, directory: bool = False) -> None:
     if directory:
         path.mkdir()
         path = path / "partial"
     with open(path, "wb") as f:
         f.write(b"\0" * 100)
-    raise OSError(28, "No space left on device")
+    raise error
 
 
-def _fail_midway(monkeypatch, fmt: str) -> None:
-    """Make the format's writer write part of its output, then fail."""
+def _fail_midway(monkeypatch, fmt: str, error: BaseException) -> None:
+    """Make the format's writer write part of its output, then raise ``error``."""
     if fmt == "torch":
-        monkeypatch.setattr(torch, "save", lambda obj, f, *args, **kwargs: _write_partial_then_fail(Path(f)))
+        monkeypatch.setattr(torch, "save", lambda obj, f, *args, **kwargs: _write_partial_then_fail(Path(f), error))
     elif fmt == "safetensors":
         import safetensors.numpy
 
         monkeypatch.setattr(safetensors.numpy, "save_file",
-                            lambda tensors, filename, metadata=None: _write_partial_then_fail(Path(filename)))
+                            lambda tensors, filename, metadata=None: _write_partial_then_fail(Path(filename), error))
     elif fmt == "orbax":
         import orbax.checkpoint as ocp
 
-        monkeypatch.setattr(ocp.Checkpointer, "save",
-                            lambda self, directory, *args, **kwargs: _write_partial_then_fail(Path(directory), True))
+        monkeypatch.setattr(ocp.Checkpointer, "save", lambda self, directory, *args, **kwargs:
+                            _write_partial_then_fail(Path(directory), error, directory=True))
     else:
-        monkeypatch.setattr(Path, "write_bytes", lambda self, data: _write_partial_then_fail(self))
+        monkeypatch.setattr(Path, "write_bytes", lambda self, data: _write_partial_then_fail(self, error))
 
 
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()],
+                         ids=["disk full", "Ctrl-C"])
 @pytest.mark.parametrize("existing", [False, True], ids=["new", "overwrite"])
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_failed_write_leaves_no_partial_output(tmp_path, monkeypatch, fmt, existing):
+def test_failed_write_leaves_no_partial_output(tmp_path, monkeypatch, fmt, existing, error):
     path = tmp_path / FORMAT_FILES[fmt]
     old = small_state_dict(seed=10)
     if existing:
         write_checkpoint(path, old)
     before = sorted(p.name for p in tmp_path.iterdir())
-    _fail_midway(monkeypatch, fmt)
-    with pytest.raises(OSError, match="No space left"):
+    _fail_midway(monkeypatch, fmt, error)
+    with pytest.raises(type(error)):
         write_checkpoint_overwriting(path, small_state_dict(seed=11))
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -347,6 +347,11 @@ def _env() -> dict:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
+def run_cli_subprocess(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flax_resnet1d", *map(str, argv)], capture_output=True, text=True,
+                          env=_env())
+
+
 def _corrupt_orbax(d: Path) -> Path:
     """An Orbax checkpoint with a garbled manifest: all of Orbax's concurrent reads fail."""
     path = write_all_formats(d, small_state_dict())["orbax"]
@@ -362,11 +367,49 @@ def _corrupt_orbax(d: Path) -> Path:
 ], ids=["missing", "corrupt Orbax"])
 def test_module_entry_point_reports_bad_input_in_one_line(tmp_path, build, message):
     """In a real process, where nothing else catches what background threads print."""
-    done = subprocess.run([sys.executable, "-m", "flax_resnet1d", "convert", build(tmp_path), tmp_path / "out.pt"],
-                          capture_output=True, text=True, env=_env())
+    done = run_cli_subprocess("convert", build(tmp_path), tmp_path / "out.pt")
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith(f"flax-resnet1d convert: error: {tmp_path}/{message}")
+
+
+def test_ctrl_c_during_convert_exits_130_without_output(tmp_path, capsys, monkeypatch):
+    src = write_checkpoint(tmp_path / "model.msgpack", small_state_dict(seed=31))
+
+    def interrupted(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"\0" * 100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    code, out, err = run_cli(capsys, "convert", src, tmp_path / "out.pt")
+    assert (code, out, err) == (130, "", "flax-resnet1d convert: interrupted\n")
+    assert not (tmp_path / "out.pt").exists() and leftovers(tmp_path) == []
+
+
+KILLED_MIDWAY = """
+import os, signal, sys, torch
+from flax_resnet1d import cli
+
+def write_half_then_die(obj, f, *args, **kwargs):
+    with open(f, "wb") as out:
+        out.write(b"\\0" * 1000)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = write_half_then_die
+cli.main(["convert", *sys.argv[1:]])
+"""
+
+
+def test_killed_convert_leaves_no_destination(tmp_path):
+    """SIGKILL in the middle of writing: DST never exists half-written; a rerun just works."""
+    src = write_checkpoint(tmp_path / "model.safetensors", small_state_dict(seed=30))
+    dst = tmp_path / "out.pt"
+    done = subprocess.run([sys.executable, "-c", KILLED_MIDWAY, src, dst], capture_output=True, env=_env())
+    assert done.returncode == -9
+    assert not dst.exists()
+    assert len(leftovers(tmp_path)) == 1  # the killed writer's hidden temporary, apart from DST
+    assert run_cli_subprocess("convert", src, dst).returncode == 0
+    assert_same_state_dict(checkpoint_io.load_state_dict(dst), small_state_dict(seed=30))
 
 
 def readme_block(language: str) -> str:

@@ -59,9 +59,9 @@ print(json.dumps({"imports_s": t1 - t0, "conversion_s": t2 - t1, "exit": code}))
 ORBAX_OPTIONS = {
     "StandardCheckpointer() (async, zstd, zarr2)": "ocp.StandardCheckpointer()",
     "Checkpointer(PyTreeCheckpointHandler()) (sync, zstd, zarr2)": "ocp.Checkpointer(ocp.PyTreeCheckpointHandler())",
-    "sync, no compression, zarr2": "ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False))",
-    "sync, no compression, zarr3 (used)": "ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False, "
-                                          "use_zarr3=True))",
+    "sync, no compression, zarr2 (used)": "ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False))",
+    "sync, no compression, zarr3": "ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False, "
+                                   "use_zarr3=True))",
 }
 ORBAX_CHILD = """
 import json, shutil, sys, time

@@ -108,7 +108,7 @@ def test_training_dict_with_two_state_dicts_needs_key(tmp_path):
     assert_same_state_dict(checkpoint_io.load_state_dict(tmp_path / "train.pt", key="ema"), ema)
     with pytest.raises(CheckpointError, match=r"no entry 'weights' \(entries: 'model', 'optimizer'"):
         checkpoint_io.load_state_dict(tmp_path / "train.pt", key="weights")
-    with pytest.raises(CheckpointError, match=r"entry 'epoch' is a int, not a state dict"):
+    with pytest.raises(CheckpointError, match=r"entry 'epoch' is an int, not a state dict"):
         checkpoint_io.load_state_dict(tmp_path / "train.pt", key="epoch")
 
 

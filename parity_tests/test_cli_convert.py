@@ -160,7 +160,7 @@ BAD_SOURCES = {
                     r"refused \(--allow-nonfinite"),
     "Inf weights": (_with(_set("fc.bias", -np.inf)), r"non-finite weights in 1 tensors: fc.bias \(0 NaN, 1 Inf\)"),
     "training dict without a state dict": (_no_state_dict, r"no EncoderNet1d state dict among its entries: "
-                                                           r"'epoch' \(a int\), 'optimizer' \(a dict of 2 entries\)"),
+                                                           r"'epoch' \(an int\), 'optimizer' \(a dict of 2 entries\)"),
 }
 
 

@@ -24,8 +24,9 @@ from conftest import MANIFEST, MDNC_DIR
 
 import torch_ref
 from flax_resnet1d import checkpoint_io, parity
-from flax_resnet1d.cli import main
-from flax_resnet1d.commands_convert import PARITY_DTYPES
+from flax_resnet1d.cli import UsageError, main
+from flax_resnet1d.commands_convert import MIN_FEATURE_LENGTH, PARITY_DTYPES, default_length
+from flax_resnet1d.config import EncoderConfig, preset_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -294,6 +295,22 @@ def test_verify_exits_1_on_a_parity_failure(tmp_path, capsys, monkeypatch):
     failed = [r for r in _table_rows(out) if r[-1] == "FAIL"]
     assert [(r[1], r[2]) for r in failed] == [("float32", "output")]
     assert out.splitlines()[-1] == "FAIL: 1 of 8 comparisons exceed the tolerance"
+
+
+@pytest.mark.parametrize("config", [
+    SMALL_CONFIG, preset_config("encnet32"), EncoderConfig(8, (1, 1, 1), "plain", kernel_size=1),
+    EncoderConfig(8, (1, 1, 1), "bottleneck", kernel_size=4), EncoderConfig(4, (1,) * 7, "bottleneck", kernel_size=7),
+], ids=lambda c: f"{c.block}-k{c.kernel_size}-{len(c.layers)}stages")
+def test_default_length_gives_a_final_feature_length_of_at_least_4(config):
+    length = default_length(config)
+    assert config.feature_length(length) >= MIN_FEATURE_LENGTH
+    assert length == 128 if config == preset_config("encnet32") else length >= config.min_length()
+
+
+def test_default_length_of_a_network_no_input_fits():
+    """Even kernels in plain blocks: branch and shortcut lengths never match."""
+    with pytest.raises(UsageError, match="no input length works for this configuration"):
+        default_length(EncoderConfig(8, (1, 1), "plain", kernel_size=4))
 
 
 @pytest.mark.parametrize("extra, pattern", [

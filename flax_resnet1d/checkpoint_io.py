@@ -323,7 +323,7 @@ def _to_float_arrays(path: Path, items) -> dict[str, np.ndarray]:
     out, cast = {}, {}
     for name, value in items:
         dtype = str(value.dtype).removeprefix("torch.")
-        array = port._as_numpy(value)
+        array = port.as_numpy(value)
         if dtype in HALF_DTYPES:
             array = array.astype(np.float32, copy=False)
             cast[dtype] = cast.get(dtype, 0) + 1
@@ -388,7 +388,7 @@ def msgpack_config_path(path: str | os.PathLike) -> Path:
 
 def _map_leaves(path: Path, params: Mapping) -> dict:
     """Nested dict with numpy leaves (half precision widened); refuses non-array leaves."""
-    flat = list(port._flatten(params))
+    flat = list(port.flatten_tree(params))
     for p, leaf in flat:
         if not all(isinstance(name, str) for name in p):
             raise CheckpointError(f"{path}: parameter tree has a key that is not a name: {p!r}")
@@ -474,12 +474,12 @@ def _orbax_checkpointer():
 def cast_arrays(arrays: Mapping[str, Any], dtype: str | None) -> dict[str, np.ndarray]:
     """numpy copies of ``arrays`` with floating ones cast to ``dtype`` (one of CAST_DTYPES)."""
     if dtype is None:
-        return {k: port._as_numpy(v) for k, v in arrays.items()}
+        return {k: port.as_numpy(v) for k, v in arrays.items()}
     if dtype not in CAST_DTYPES:
         raise CheckpointError(f"unsupported dtype {dtype!r}; expected one of {', '.join(CAST_DTYPES)}")
     target = _numpy_dtype(dtype)
     return {k: (a.astype(target) if np.issubdtype(a.dtype, np.floating) or a.dtype.name in HALF_DTYPES else a)
-            for k, a in ((k, port._as_numpy(v)) for k, v in arrays.items())}
+            for k, a in ((k, port.as_numpy(v)) for k, v in arrays.items())}
 
 
 def _numpy_dtype(name: str) -> np.dtype:
@@ -562,7 +562,7 @@ def save_flax(path: str | os.PathLike, variables: Mapping, config: EncoderConfig
 
 def _device_get(tree: Mapping) -> Mapping:
     """``tree`` with jax arrays fetched to host in one transfer (no jax import otherwise)."""
-    if any(type(leaf).__module__.startswith("jax") for _, leaf in port._flatten(tree)):
+    if any(type(leaf).__module__.startswith("jax") for _, leaf in port.flatten_tree(tree)):
         import jax
 
         return jax.device_get(tree)

@@ -82,7 +82,8 @@ class CheckpointError(ValueError):
     """A state dict or variables tree that does not match the expected network."""
 
 
-def _as_numpy(value: Any) -> np.ndarray:
+def as_numpy(value: Any) -> np.ndarray:
+    """A torch tensor (bfloat16 widened to float32, as numpy has none) or array-like as numpy."""
     if hasattr(value, "detach"):  # torch.Tensor, without importing torch
         value = value.detach().cpu()
         if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16
@@ -163,10 +164,11 @@ def config_from_variables(variables: Mapping[str, Any]) -> EncoderConfig:
         raise CheckpointError(f"not EncoderNet1d Flax parameters: {type(e).__name__}: {e}") from None
 
 
-def _flatten(tree: Mapping[str, Any], prefix: FlaxPath = ()) -> Iterator[tuple[FlaxPath, Any]]:
+def flatten_tree(tree: Mapping[str, Any], prefix: FlaxPath = ()) -> Iterator[tuple[FlaxPath, Any]]:
+    """(path, leaf) pairs of a nested mapping such as Flax params, depth first."""
     for key, value in tree.items():
         if isinstance(value, Mapping):
-            yield from _flatten(value, prefix + (key,))
+            yield from flatten_tree(value, prefix + (key,))
         else:
             yield prefix + (key,), value
 
@@ -185,7 +187,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], config: EncoderConfig | dict | 
         node = params
         for name in row.flax_path[:-1]:
             node = node.setdefault(name, {})
-        node[row.flax_path[-1]] = to_flax_layout(row.flax_path, _as_numpy(sd[row.torch_key]))
+        node[row.flax_path[-1]] = to_flax_layout(row.flax_path, as_numpy(sd[row.torch_key]))
     return {"params": params}
 
 
@@ -197,8 +199,8 @@ def flax_to_torch(variables: Mapping[str, Any], config: EncoderConfig | dict | N
     params = variables.get("params", variables)
     config = config_from_variables(params) if config is None else EncoderConfig.coerce(config)
     rows = param_table(config)
-    leaves = dict(_flatten(params))
-    named = {row.torch_key: to_torch_layout(row.flax_path, _as_numpy(leaves[row.flax_path]))
+    leaves = dict(flatten_tree(params))
+    named = {row.torch_key: to_torch_layout(row.flax_path, as_numpy(leaves[row.flax_path]))
              for row in rows if row.flax_path in leaves}
     known = {row.flax_path for row in rows}
     check_state_dict(named, config, unexpected=["/".join(p) for p in leaves if p not in known])

@@ -3,15 +3,20 @@
 Every loader returns a ``Dataset`` with inputs channels-last ``(N, L, C)`` float32 (what the
 Flax model takes) and integer labels ``0..K-1``.
 
-Preprocessing, the UCR convention:
-- z-normalization per series and per channel: each channel of each series gets mean 0 and
-  (population, ddof=0) standard deviation 1 over its own time steps; a constant channel
-  becomes all zeros.
-- Variable-length sets (JapaneseVowels, PickupGestureWiimoteZ) are z-normalized over each
-  series' own length, then zero-padded at the end to the longest series of the data set
-  (train and test together). After z-normalization, 0 is each channel's mean.
-- ``Dataset.pad_to`` zero-pads at the end up to a network's minimum input length
-  (ItalyPowerDemand has 24 steps; a 5-stage kernel-3 network needs 33).
+Normalization (``NORMALIZATIONS``; statistics are population ones, ddof=0):
+- ``series``, the UCR convention: each channel of each series gets mean 0 and standard
+  deviation 1 over its own time steps (a constant channel becomes zeros). The default for the
+  univariate sets and for the user's arrays.
+- ``channel``: each channel standardized with the mean and standard deviation of that channel
+  over every time step of every *training* series, applied to train and test alike. It keeps
+  the differences in level and amplitude between series, which the multivariate sets carry
+  their classes in (BasicMotions: standing vs running; JapaneseVowels: speakers); their default.
+- ``none``.
+Variable-length sets (JapaneseVowels, PickupGestureWiimoteZ) are normalized over each series'
+own steps, then zero-padded at the end to the longest series of the data set (train and test
+together); after normalization, 0 is the mean. ``Dataset.pad_to`` zero-pads at the end up to a
+network's minimum input length (ItalyPowerDemand has 24 steps; a 5-stage kernel-3 network
+needs 33).
 
 The archive files are read from the installed ``aeon`` package (``aeon/datasets/data``) with
 ``aeon.datasets.load_from_ts_file``, a plain file reader: nothing is downloaded.
@@ -30,11 +35,40 @@ from .cli import UsageError
 # UCR/UEA classification sets whose TRAIN/TEST files ship inside the aeon package.
 ARCHIVE_DATASETS = ("GunPoint", "ArrowHead", "ItalyPowerDemand", "OSULeaf", "ACSF1", "PickupGestureWiimoteZ",
                     "BasicMotions", "JapaneseVowels")
+MULTIVARIATE_DATASETS = ("BasicMotions", "JapaneseVowels")
 LAYOUTS = ("NCL", "NLC")  # of a user's x array; NCL is MDNC's (N, C, L)
+NORMALIZATIONS = ("series", "channel", "none")
 
 
 class DataError(UsageError, ValueError):
     """Bad data or data-set name: a ValueError for library callers, one line of stderr on the CLI."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """How inputs are standardized; ``channel`` carries the training set's statistics."""
+
+    how: str = "series"
+    mean: np.ndarray | None = None  # (C,), for "channel"
+    std: np.ndarray | None = None
+
+    @classmethod
+    def fit(cls, how: str, train: Sequence[np.ndarray]) -> Normalization:
+        """From the training series, each ``(L_i, C)``."""
+        if how not in NORMALIZATIONS:
+            raise DataError(f"unknown normalization {how!r}; expected one of {', '.join(NORMALIZATIONS)}")
+        if how != "channel":
+            return cls(how)
+        steps = np.concatenate([np.asarray(s, np.float64) for s in train])  # (all steps, C)
+        std = steps.std(axis=0)
+        return cls(how, steps.mean(axis=0), np.where(std > 0, std, 1.0))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Normalize a series ``(L, C)`` or a batch ``(N, L, C)`` (float64)."""
+        x = np.asarray(x, np.float64)
+        if self.how == "series":
+            return znormalize(x, axis=-2)
+        return (x - self.mean) / self.std if self.how == "channel" else x
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +81,7 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     classes: tuple[str, ...]  # original label of class index i
+    normalization: Normalization = Normalization()
 
     @property
     def num_classes(self) -> int:
@@ -83,7 +118,7 @@ class DataSpec:
     layout: str = "NCL"
     test: str | None = None
     test_fraction: float = 0.2
-    znormalize: bool = True
+    normalize: str = "series"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -95,8 +130,13 @@ class DataSpec:
 
 def load(spec: DataSpec) -> Dataset:
     if spec.source.endswith(".npz"):
-        return load_npz(spec.source, spec.layout, spec.test, spec.test_fraction, spec.znormalize)
-    return load_archive(spec.source)
+        return load_npz(spec.source, spec.layout, spec.test, spec.test_fraction, spec.normalize)
+    return load_archive(spec.source, spec.normalize)
+
+
+def default_normalization(source: str) -> str:
+    """``channel`` for the multivariate archive sets, ``series`` otherwise (see the module doc)."""
+    return "channel" if source in MULTIVARIATE_DATASETS else "series"
 
 
 # -- UCR/UEA archive --------------------------------------------------------------------------
@@ -110,8 +150,9 @@ def archive_name(name: str) -> str:
     return by_fold[name.casefold()]
 
 
-def load_archive(name: str) -> Dataset:
-    """Load an archive set with its own train/test split, z-normalized, labels in header order."""
+def load_archive(name: str, normalize: str | None = None) -> Dataset:
+    """Load an archive set with its own train/test split, normalized (default: per the data set),
+    labels in the order of the file's ``@classLabel`` header."""
     name = archive_name(name)
     try:
         import aeon.datasets
@@ -125,29 +166,32 @@ def load_archive(name: str) -> Dataset:
         if not os.path.isfile(path):
             raise DataError(f"{name}: {path} is missing from the installed aeon package")
         x, y, meta = aeon.datasets.load_from_ts_file(path, return_meta_data=True)
-        splits[split] = (list(x), np.asarray(y).astype(str), tuple(str(c) for c in meta["class_values"]))
+        series = [np.asarray(s, np.float64).T for s in x]  # (L_i, C)
+        for i, s in enumerate(series):
+            if not np.all(np.isfinite(s)):
+                raise DataError(f"{path}: series {i} contains NaN or Inf (missing values are not supported)")
+        splits[split] = (series, np.asarray(y).astype(str), tuple(str(c) for c in meta["class_values"]))
     classes = splits["TRAIN"][2]
     if splits["TEST"][2] != classes:
         raise DataError(f"{name}: TRAIN and TEST files declare different classes {classes} vs {splits['TEST'][2]}")
     index = {c: i for i, c in enumerate(classes)}
-    length = max(series.shape[-1] for x, _, _ in splits.values() for series in x)
+    normalization = Normalization.fit(normalize or default_normalization(name), splits["TRAIN"][0])
+    length = max(len(s) for series, _, _ in splits.values() for s in series)
     arrays = []
-    for x, y, _ in splits.values():
+    for series, y, _ in splits.values():
         unknown = sorted(set(y) - set(index))
         if unknown:
             raise DataError(f"{name}: labels {unknown} are not among the declared classes {classes}")
-        arrays += [_stack_padded([znormalize(s, axis=-1) for s in x], length),
+        arrays += [_stack_padded([normalization(s) for s in series], length),
                    np.array([index[label] for label in y], np.int32)]
-    return Dataset(name, *arrays, classes=classes)
+    return Dataset(name, *arrays, classes=classes, normalization=normalization)
 
 
 def _stack_padded(series: Sequence[np.ndarray], length: int) -> np.ndarray:
-    """(C, L_i) series -> (N, length, C) float32, zero-padded at the end."""
-    out = np.zeros((len(series), length, series[0].shape[0]), np.float32)
+    """(L_i, C) series -> (N, length, C) float32, zero-padded at the end."""
+    out = np.zeros((len(series), length, series[0].shape[1]), np.float32)
     for i, s in enumerate(series):
-        if not np.all(np.isfinite(s)):
-            raise DataError(f"series {i} contains NaN or Inf (missing values are not supported)")
-        out[i, : s.shape[-1]] = s.T
+        out[i, :len(s)] = s
     return out
 
 
@@ -162,17 +206,17 @@ def znormalize(x: np.ndarray, axis: int) -> np.ndarray:
 # -- user arrays ------------------------------------------------------------------------------
 
 def load_npz(path: str, layout: str = "NCL", test_path: str | None = None, test_fraction: float = 0.2,
-             normalize: bool = True) -> Dataset:
-    """Load ``x`` and integer ``y`` from ``path`` (and ``test_path``), validated.
+             normalize: str = "series") -> Dataset:
+    """Load ``x`` and integer ``y`` from ``path`` (and ``test_path``), validated and normalized.
 
     ``x`` is ``(N, C, L)`` for ``layout='NCL'`` (MDNC's layout, the default), ``(N, L, C)`` for
     ``'NLC'``, or ``(N, L)`` for one channel; the two 3-D layouts cannot be told apart from
     the shape, hence the explicit layout. Labels must be integers ``0..K-1`` with K the number
     of classes seen in training; test labels must lie in the same range.
     """
-    x_train, y_train = read_arrays(path, layout, normalize)
+    x_train, y_train = read_arrays(path, layout)
     if test_path is not None:
-        x_test, y_test = read_arrays(test_path, layout, normalize)
+        x_test, y_test = read_arrays(test_path, layout)
     else:
         if not 0 < test_fraction < 1:
             raise DataError(f"test fraction must be between 0 and 1, got {test_fraction}")
@@ -187,8 +231,10 @@ def load_npz(path: str, layout: str = "NCL", test_path: str | None = None, test_
         raise DataError(f"test inputs have shape (N, L, C) = {x_test.shape} but training inputs {x_train.shape}")
     num_classes = int(y_train.max()) + 1
     check_labels(y_test, num_classes, "test label")
-    return Dataset(os.path.basename(path), x_train, y_train, x_test, y_test,
-                   classes=tuple(str(i) for i in range(num_classes)))
+    normalization = Normalization.fit(normalize, x_train)
+    return Dataset(os.path.basename(path), normalization(x_train).astype(np.float32), y_train,
+                   normalization(x_test).astype(np.float32), y_test,
+                   classes=tuple(str(i) for i in range(num_classes)), normalization=normalization)
 
 
 def check_labels(y: np.ndarray, num_classes: int, what: str) -> None:
@@ -196,16 +242,10 @@ def check_labels(y: np.ndarray, num_classes: int, what: str) -> None:
         raise DataError(f"{what} {int(y.max())} is out of range: the classes are 0..{num_classes - 1}")
 
 
-def read_arrays(path: str, layout: str = "NCL", normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """One validated ``.npz``: x as (N, L, C) float32 (z-normalized unless told not to), y as int32."""
+def read_arrays(path: str, layout: str = "NCL") -> tuple[np.ndarray, np.ndarray]:
+    """One validated ``.npz``: x as (N, L, C) float64, as stored (not normalized), y as (N,) int32."""
     if layout not in LAYOUTS:
         raise DataError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
-    x, y = _read_npz(path, layout)
-    return (znormalize(x, axis=1) if normalize else x).astype(np.float32), y
-
-
-def _read_npz(path: str, layout: str) -> tuple[np.ndarray, np.ndarray]:
-    """x as (N, L, C) float64 and y as (N,) int32 from a .npz file, or DataError."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file")
     try:

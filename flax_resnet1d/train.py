@@ -342,7 +342,7 @@ def state_digest(state: TrainState) -> str:
 def checkpoint_manager(run_dir: str, keep: int):
     """Orbax manager over ``run_dir/checkpoints``: one ``<epoch>`` directory per checkpoint.
 
-    Orbax writes each checkpoint into ``<epoch>.orbax-checkpoint-tmp-<time>`` and renames it
+    Orbax writes each checkpoint into ``<epoch>.orbax-checkpoint-tmp`` and renames it
     when complete, so a kill mid-save leaves only a temporary directory, which is never
     restored. Saves are synchronous: the next train step donates the state's buffers.
     """
@@ -440,6 +440,18 @@ def plot_learning_curve(history: list[dict], path: str, title: str) -> None:
 
 # -- the loop ----------------------------------------------------------------------------------
 
+def train_epoch(train_fn: Callable, state: TrainState, dataset: Dataset, config: TrainConfig, epoch: int,
+                mesh: Mesh) -> tuple[TrainState, float, float]:
+    """One pass over the training set in the order of (seed, epoch): (state, mean loss, accuracy)."""
+    sums = []
+    order = epoch_order(config.seed, epoch, len(dataset.y_train))
+    for batch in batches(dataset.x_train, dataset.y_train, order, config.batch_size):
+        state, batch_sums = train_fn(state, shard_batch(batch, mesh))
+        sums.append(batch_sums)  # stays on device: no sync per step
+    loss, accuracy, _ = _epoch_means(jax.device_get(sums))
+    return state, loss, accuracy
+
+
 @dataclasses.dataclass
 class FitResult:
     state: TrainState
@@ -463,13 +475,18 @@ def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = F
     if (dataset.in_planes, dataset.num_classes) != (config.model.in_planes, config.model.out_length):
         raise TrainingError(f"data set {dataset.name} has {dataset.in_planes} channels and {dataset.num_classes} "
                             f"classes but the model takes {config.model.in_planes} and outputs {config.model.out_length}")
-    config.model.feature_length(dataset.length)  # clear error before tracing
+    try:
+        config.model.feature_length(dataset.length)  # a clear error before tracing
+    except ValueError as e:
+        raise TrainingError(f"data set {dataset.name}: {e}") from None
     steps_per_epoch = math.ceil(len(dataset.y_train) / config.batch_size)
     state = create_state(config, dataset.in_planes, dataset.length, steps_per_epoch)
     writer = jax.process_index() == 0
+    manager = checkpoint_manager(run_dir, config.keep)
+    if not resume and manager.all_steps():
+        raise TrainingError(f"{run_dir} already holds checkpoints of a run; resume it or use another directory")
     if writer:
         save_config(run_dir, config)
-    manager = checkpoint_manager(run_dir, config.keep)
     history, start_epoch, resumed_from = [], 0, None
     if resume:
         restored = restore_checkpoint(manager, run_dir, state, quarantine=True)
@@ -494,12 +511,7 @@ def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = F
                disable=None if progress else True)  # None: only on a terminal
     for epoch in range(start_epoch + 1, config.epochs + 1):
         start = time.perf_counter()
-        sums = []
-        for batch in batches(dataset.x_train, dataset.y_train, epoch_order(config.seed, epoch, len(dataset.y_train)),
-                             config.batch_size):
-            state, batch_sums = train_fn(state, shard_batch(batch, mesh))
-            sums.append(batch_sums)
-        train_loss, train_accuracy, _ = _epoch_means(jax.device_get(sums))
+        state, train_loss, train_accuracy = train_epoch(train_fn, state, dataset, config, epoch, mesh)
         train_seconds = time.perf_counter() - start
         test = evaluate(eval_fn, state, dataset.x_test, dataset.y_test, config.batch_size, mesh)
         record = {"epoch": epoch, "step": epoch * steps_per_epoch, "lr": float(schedule(epoch * steps_per_epoch - 1)),

@@ -43,14 +43,22 @@ def test_archive_sets_load_offline(name, offline):
     assert ds.x_train.shape == (n_train, length, channels) and ds.x_test.shape == (n_test, length, channels)
     assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
     assert ds.num_classes == classes == len(set(ds.y_train)) and set(ds.y_test) <= set(range(classes))
-    for x in (ds.x_train, ds.x_test):
+    assert ds.normalization.how == ("channel" if channels > 1 else "series")
+    valid = {}
+    for split, x in (("train", ds.x_train), ("test", ds.x_test)):
         assert np.isfinite(x).all()
         lengths = _valid_lengths(x) if name in VARIABLE_LENGTH else np.full(len(x), length)
-        for series, n in zip(x, lengths):  # z-normalized per series and channel over its own steps
+        for series, n in zip(x, lengths):
             assert np.all(series[n:] == 0)  # zero-padded at the end
-            np.testing.assert_allclose(series[:n].mean(axis=0), 0, atol=1e-5)
-            std = series[:n].std(axis=0)
-            assert np.all((np.abs(std - 1) < 1e-4) | (std == 0))
+            if ds.normalization.how == "series":  # z-normalized per series and channel over its own steps
+                np.testing.assert_allclose(series[:n].mean(axis=0), 0, atol=1e-5)
+                std = series[:n].std(axis=0)
+                assert np.all((np.abs(std - 1) < 1e-4) | (std == 0))
+        valid[split] = np.concatenate([series[:n] for series, n in zip(x, lengths)])
+    if ds.normalization.how == "channel":  # standardized with the training steps' statistics
+        np.testing.assert_allclose(valid["train"].mean(axis=0), 0, atol=1e-5)
+        np.testing.assert_allclose(valid["train"].std(axis=0), 1, atol=1e-4)
+        assert np.abs(valid["test"].std(axis=0) - 1).max() > 1e-3  # test statistics are not forced
     if name in VARIABLE_LENGTH:
         lengths = np.concatenate([_valid_lengths(ds.x_train), _valid_lengths(ds.x_test)])
         assert lengths.min() < length == lengths.max()
@@ -82,12 +90,38 @@ def test_missing_aeon_is_a_clear_error(monkeypatch):
         data.load_archive("GunPoint")
 
 
+@pytest.mark.parametrize("how", data.NORMALIZATIONS)
+def test_normalizations_of_user_arrays(how, tmp_path):
+    x, y = _random()
+    xt, yt = _random(n=10, seed=1)
+    x = x * np.array([1.0, 5.0])[None, :, None] + 3.0  # channels of different level and scale
+    ds = data.load_npz(_npz(tmp_path, x=x, y=y), normalize=how, test_path=_npz(tmp_path, "t.npz", x=xt, y=yt))
+    raw_test = np.swapaxes(xt, 1, 2)
+    np.testing.assert_allclose(ds.x_test, ds.normalization(raw_test), atol=1e-6)  # what eval --data applies
+    if how == "series":
+        np.testing.assert_allclose(ds.x_train.mean(axis=1), 0, atol=1e-5)
+    elif how == "channel":
+        steps = np.swapaxes(x, 1, 2).reshape(-1, 2)
+        np.testing.assert_allclose(ds.normalization.mean, steps.mean(axis=0))
+        np.testing.assert_allclose(ds.normalization.std, steps.std(axis=0))
+        np.testing.assert_allclose(ds.x_train.reshape(-1, 2).std(axis=0), 1, atol=1e-5)
+        assert np.abs(ds.x_train.mean(axis=1)).max() > 0.1  # series keep their own levels
+    else:
+        np.testing.assert_allclose(ds.x_train, np.swapaxes(x, 1, 2), rtol=1e-6)
+
+
+def test_unknown_normalization(tmp_path):
+    x, y = _random()
+    with pytest.raises(data.DataError, match="unknown normalization 'global'"):
+        data.load_npz(_npz(tmp_path, x=x, y=y), normalize="global")
+
+
 def test_pad_to_zero_pads_at_the_end():
     ds = data.load_archive("ItalyPowerDemand")
     padded = ds.pad_to(33)
     assert padded.x_train.shape[1] == 33 and np.all(padded.x_train[:, 24:] == 0)
     np.testing.assert_array_equal(padded.x_test[:, :24], ds.x_test)
-    assert ds.pad_to(10) .x_train is ds.x_train
+    assert ds.pad_to(10).x_train is ds.x_train
 
 
 def test_znormalize_is_per_series_and_channel():
@@ -138,7 +172,7 @@ def test_npz_with_separate_test_file_and_univariate_2d_x(tmp_path):
     xt, yt = _random(n=12, channels=1, seed=1)
     ds = data.load_npz(_npz(tmp_path, x=x[:, 0], y=y), test_path=_npz(tmp_path, "t.npz", x=xt[:, 0], y=yt))
     assert ds.x_train.shape == (30, 40, 1) and ds.x_test.shape == (12, 40, 1)
-    np.testing.assert_allclose(ds.x_test[:, :, 0], data.znormalize(xt[:, 0], axis=1), atol=1e-6)
+    np.testing.assert_allclose(ds.x_test[:, :, 0], data.znormalize(xt[:, 0], axis=1), atol=1e-6)  # series
 
 
 def test_whole_number_float_labels_are_accepted(tmp_path):

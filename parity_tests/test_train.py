@@ -93,7 +93,7 @@ def test_corrupt_newest_checkpoint_falls_back_and_resumes_exactly(damage, datase
     newest = os.path.join(run_dir, train.CHECKPOINT_DIR, "6")
     assert _corrupt(os.path.join(newest, "state") if damage == "array files" else newest) > 0
     # What a kill during a save leaves behind: an unfinished temporary directory, never restored.
-    os.makedirs(os.path.join(run_dir, train.CHECKPOINT_DIR, "5.orbax-checkpoint-tmp-1234567890", "state"))
+    os.makedirs(os.path.join(run_dir, train.CHECKPOINT_DIR, "5.orbax-checkpoint-tmp", "state"))
 
     with caplog.at_level(logging.WARNING, logger="flax_resnet1d.train"):
         resumed = train.fit(tiny_config(dataset), dataset, run_dir, resume=True, progress=False)

@@ -130,10 +130,10 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"resumed {run_dir} after epoch {result.resumed_from}")
     if result.history:
         last = result.history[-1]
-        steps = sum(1 for h in result.history if h["epoch"] > (result.resumed_from or 0))
+        trained = sum(1 for h in result.history if h["epoch"] > (result.resumed_from or 0))
         print(f"{dataset.name}: epoch {last['epoch']}: test accuracy {last['test_accuracy']:.4f} "
               f"(loss {last['test_loss']:.4f}), train accuracy {last['train_accuracy']:.4f}; "
-              f"{steps} epochs in {seconds:.1f} s (compile {result.compile_seconds:.1f} s, "
+              f"{trained} epochs in {seconds:.1f} s (compile {result.compile_seconds:.1f} s, "
               f"{np.median([h['step_time_ms'] for h in result.history]):.1f} ms/step); run in {run_dir}")
     return 0
 

@@ -479,12 +479,14 @@ def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = F
         config.model.feature_length(dataset.length)  # a clear error before tracing
     except ValueError as e:
         raise TrainingError(f"data set {dataset.name}: {e}") from None
-    steps_per_epoch = math.ceil(len(dataset.y_train) / config.batch_size)
-    state = create_state(config, dataset.in_planes, dataset.length, steps_per_epoch)
     writer = jax.process_index() == 0
     manager = checkpoint_manager(run_dir, config.keep)
     if not resume and manager.all_steps():
         raise TrainingError(f"{run_dir} already holds checkpoints of a run; resume it or use another directory")
+    if resume and os.path.isfile(os.path.join(run_dir, CONFIG_FILE)) and load_config(run_dir) != config:
+        raise TrainingError(f"cannot resume {run_dir} with another configuration than its {CONFIG_FILE}")
+    steps_per_epoch = math.ceil(len(dataset.y_train) / config.batch_size)
+    state = create_state(config, dataset.in_planes, dataset.length, steps_per_epoch)
     if writer:
         save_config(run_dir, config)
     history, start_epoch, resumed_from = [], 0, None

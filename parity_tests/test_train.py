@@ -126,6 +126,16 @@ def test_resume_of_a_finished_run_trains_nothing(dataset, reference, tmp_path):
     assert_same_state(resumed.state, ref.state)
 
 
+def test_fit_refuses_to_mix_runs(dataset, reference, tmp_path):
+    ref_dir, _, _ = reference
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(ref_dir, run_dir)
+    with pytest.raises(train.TrainingError, match="already holds checkpoints"):
+        train.fit(tiny_config(dataset), dataset, run_dir, progress=False)
+    with pytest.raises(train.TrainingError, match="another configuration"):
+        train.fit(tiny_config(dataset, lr=0.1), dataset, run_dir, resume=True, progress=False)
+
+
 @pytest.mark.parametrize("schedule, warmup, expected", [
     ("constant", 0, {0: 1.0, 50: 1.0, 99: 1.0}),
     ("cosine", 0, {0: 1.0, 50: 0.5, 100: 0.0}),

@@ -118,11 +118,11 @@ def run_train(args: argparse.Namespace) -> int:
         dataset = data.load(config.data)
     else:
         run_dir = given["out"]
-        prepare_run_dir(run_dir, given.get("overwrite", False))
         spec = data_spec(given)
         dataset = data.load(spec)
         config = train.TrainConfig(model_config(given, dataset), spec,
                                    **{k: given[k] for k in TRAINING_OPTIONS if k in given})
+        prepare_run_dir(run_dir, given.get("overwrite", False))  # only once every setting is valid
     start = time.perf_counter()
     result = train.fit(config, dataset, run_dir, resume="resume" in given, progress=not given.get("no_progress"))
     seconds = time.perf_counter() - start

@@ -93,6 +93,8 @@ def test_train_usage_errors(args, message, tmp_path, capsys):
 def test_run_directory_guards(gunpoint_run, tmp_path, capsys):
     assert cli.main(["train", "--out", gunpoint_run]) == 2
     assert f"already holds a run; continue it with --resume {gunpoint_run}" in capsys.readouterr().err
+    assert cli.main(["train", "--out", gunpoint_run, "--overwrite", "--lr", "-1"]) == 2  # invalid: nothing replaced
+    assert "lr must be positive" in capsys.readouterr().err and train.load_config(gunpoint_run).lr == 1e-3
     assert cli.main(["train", "--resume", gunpoint_run, "--lr", "0.1"]) == 2
     assert "drop --lr" in capsys.readouterr().err
     other = tmp_path / "not_a_run"

@@ -12,8 +12,8 @@ Normalization (``NORMALIZATIONS``; statistics are population ones, ddof=0):
   the differences in level and amplitude between series, which the multivariate sets carry
   their classes in (BasicMotions: standing vs running; JapaneseVowels: speakers); their default.
 - ``none``.
-Variable-length sets (JapaneseVowels, PickupGestureWiimoteZ) are normalized over each series'
-own steps, then zero-padded at the end to the longest series of the data set (train and test
+Variable-length sets (JapaneseVowels, PickupGestureWiimoteZ) are normalized from their real
+steps only, then zero-padded at the end to the longest series of the data set (train and test
 together); after normalization, 0 is the mean. ``Dataset.pad_to`` zero-pads at the end up to a
 network's minimum input length (ItalyPowerDemand has 24 steps; a 5-stage kernel-3 network
 needs 33).

@@ -38,6 +38,33 @@ def torch_bias_init(fan_in: int) -> nn.initializers.Initializer:
     return init
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def normalize(x: jax.Array, epsilon: float) -> jax.Array:
+    """``(x - mean) / sqrt(var + epsilon)`` over the length axis of ``(B, L, C)``, biased variance.
+
+    Two passes (the mean, then the mean of squared deviations) rather than E[x^2] - E[x]^2.
+    The backward pass is the closed form ``rstd * (g - mean(g) - y * mean(g * y))``: it keeps
+    only the output and ``rstd``, where autodiff keeps the centered input as well and takes
+    more passes over both.
+    """
+    return _normalize_fwd(x, epsilon)[0]
+
+
+def _normalize_fwd(x, epsilon):
+    centered = x - jnp.mean(x, axis=1, keepdims=True)
+    rstd = jax.lax.rsqrt(jnp.mean(jnp.square(centered), axis=1, keepdims=True) + epsilon)
+    y = centered * rstd
+    return y, (y, rstd)
+
+
+def _normalize_bwd(epsilon, residuals, g):
+    y, rstd = residuals
+    return (rstd * (g - jnp.mean(g, axis=1, keepdims=True) - y * jnp.mean(g * y, axis=1, keepdims=True)),)
+
+
+normalize.defvjp(_normalize_fwd, _normalize_bwd)
+
+
 class InstanceNorm1d(nn.Module):
     """Instance norm over the length axis of ``(B, L, C)``, affine, biased variance.
 
@@ -55,11 +82,7 @@ class InstanceNorm1d(nn.Module):
         scale = self.param("scale", nn.initializers.ones, (self.features,), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
         stat_dtype = jnp.promote_types(x.dtype, jnp.float32)
-        xs = x.astype(stat_dtype)
-        mean = jnp.mean(xs, axis=1, keepdims=True)
-        centered = xs - mean
-        var = jnp.mean(jnp.square(centered), axis=1, keepdims=True)
-        y = centered * jax.lax.rsqrt(var + self.epsilon)
+        y = normalize(x.astype(stat_dtype), self.epsilon)
         dtype = self.dtype or jnp.result_type(x.dtype, self.param_dtype)
         return (y * scale.astype(stat_dtype) + bias.astype(stat_dtype)).astype(dtype)
 
@@ -78,22 +101,85 @@ class PReLU(nn.Module):
         return jnp.where(x > 0, x, slope * x)
 
 
+def _conv_xla(x: jax.Array, kernel: jax.Array, stride: int, padding: int, precision: PrecisionLike) -> jax.Array:
+    return jax.lax.conv_general_dilated(x, kernel, (stride,), [(padding, padding)],
+                                        dimension_numbers=("NWC", "WIO", "NWC"), precision=precision)
+
+
+def _conv_matmul(x: jax.Array, kernel: jax.Array, stride: int, padding: int, precision: PrecisionLike) -> jax.Array:
+    """The same convolution as one matmul: the ``k`` taps gathered by strided slices into ``(B, L', k*Cin)``."""
+    k, cin, cout = kernel.shape
+    x = jnp.pad(x, ((0, 0), (padding, padding), (0, 0))) if padding else x
+    out_length = (x.shape[1] - k) // stride + 1
+    taps = [jax.lax.slice_in_dim(x, t, t + stride * (out_length - 1) + 1, stride, axis=1) for t in range(k)]
+    patches = taps[0] if k == 1 else jnp.concatenate(taps, axis=2)
+    return jnp.einsum("blc,cd->bld", patches, kernel.reshape(k * cin, cout), precision=precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv1d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, precision: PrecisionLike = None) -> jax.Array:
+    """1D convolution (PyTorch's cross-correlation) of ``(B, L, Cin)`` with a ``(k, Cin, Cout)`` kernel.
+
+    The forward pass is XLA's convolution. The backward pass differentiates the same function
+    in one of two forms, chosen by shape: XLA:CPU's convolution gradients (the kernel gradient
+    as a convolution over the length axis, the input gradient of a strided convolution as one
+    over a zero-dilated input) run several times slower than matmuls of the same size when the
+    kernel outweighs the activations (the deep, short stages; small batches). There the matmul
+    form's gradients are plain dot products; elsewhere the convolution gradients are faster,
+    as they need no ``k``-fold copy of the activations.
+    """
+    return _conv_xla(x, kernel, stride, padding, precision)
+
+
+def _conv1d_fwd(x, kernel, stride, padding, precision):
+    return _conv_xla(x, kernel, stride, padding, precision), (x, kernel)
+
+
+def matmul_gradient(x_shape: Sequence[int], kernel_shape: Sequence[int]) -> bool:
+    """Whether ``conv1d``'s backward pass takes the matmul form: when the kernel (``k * Cin * Cout``)
+    is at least half the size of the input (``B * L * Cin``)."""
+    (batch, length, _), (k, _, cout) = x_shape, kernel_shape
+    return 2 * k * cout >= batch * length
+
+
+def _conv1d_bwd(stride, padding, precision, residuals, d_out):
+    x, kernel = residuals
+    form = _conv_matmul if matmul_gradient(x.shape, kernel.shape) else _conv_xla
+    return jax.vjp(lambda x, kernel: form(x, kernel, stride, padding, precision), x, kernel)[1](d_out)
+
+
+conv1d.defvjp(_conv1d_fwd, _conv1d_bwd)
+
+
+class Conv1d(nn.Module):
+    """PyTorch-initialised ``Conv1d`` on ``(B, L, C)``: params ``kernel (k, in, out)`` and optional ``bias``."""
+
+    in_planes: int
+    out_planes: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+    use_bias: bool = False
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", torch_kernel_init, (self.kernel_size, self.in_planes, self.out_planes),
+                            self.param_dtype)
+        bias = (self.param("bias", torch_bias_init(self.in_planes * self.kernel_size), (self.out_planes,),
+                           self.param_dtype) if self.use_bias else None)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = conv1d(x, kernel, self.stride, self.padding, self.precision)
+        return y if bias is None else y + bias
+
+
 def _conv(owner: nn.Module, in_planes: int, out_planes: int, kernel_size: int, stride: int, padding: int,
-          use_bias: bool, name: str) -> nn.Conv:
-    """A PyTorch-initialised Conv1d sharing the owner's dtype, param_dtype and precision."""
-    return nn.Conv(
-        out_planes,
-        (kernel_size,),
-        strides=(stride,),
-        padding=[(padding, padding)],
-        use_bias=use_bias,
-        dtype=owner.dtype,
-        param_dtype=owner.param_dtype,
-        precision=owner.precision,
-        kernel_init=torch_kernel_init,
-        bias_init=torch_bias_init(in_planes * kernel_size),
-        name=name,
-    )
+          use_bias: bool, name: str) -> Conv1d:
+    """A ``Conv1d`` sharing the owner's dtype, param_dtype and precision."""
+    return Conv1d(in_planes, out_planes, kernel_size, stride, padding, use_bias, dtype=owner.dtype,
+                  param_dtype=owner.param_dtype, precision=owner.precision, name=name)
 
 
 class NormActConv(nn.Module):

@@ -117,13 +117,14 @@ def torch_default_tf32():
 def cases(smoke: bool):
     """(name, state dict, config, x (B, C, L)) for the fixtures and the randomized configs."""
     rng = np.random.default_rng(0)
-    for path in sorted(FIXTURES.glob("*.pt")):
+    fixtures = sorted(FIXTURES.glob("*.pt"))
+    for path in fixtures[:1] if smoke else fixtures:
         from flax_resnet1d.checkpoint_io import load_state_dict
 
         sd = load_state_dict(path)
         x = np.load(path.with_suffix(".npz"))["x"].astype(np.float64)
         yield path.stem, sd, port.infer_config(sd), x
-    for i, (config, batch, length) in enumerate(RANDOM_CASES[:2] if smoke else RANDOM_CASES):
+    for i, (config, batch, length) in enumerate(RANDOM_CASES[:1] if smoke else RANDOM_CASES):
         x = rng.normal(size=(batch, config.in_planes, length))
         yield f"random{i}_{config.block}_k{config.kernel_size}_c{config.channel}", random_state_dict(config, i), config, x
 
@@ -229,7 +230,8 @@ def markdown(env: dict, summary: list[dict], bench_md: str | None) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="directory for gpu_suite.json / .md")
-    parser.add_argument("--smoke", action="store_true", help="fewer cases, tiny benchmark sizes (CPU stand-in)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="one fixture and one random case, tiny benchmark sizes (CPU stand-in)")
     parser.add_argument("--skip-bench", action="store_true", help="parity only")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

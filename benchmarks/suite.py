@@ -153,9 +153,14 @@ def _status_kib(field: str) -> int | None:
 
 
 def xla_memory(compiled) -> dict:
+    """The executable's buffers; ``total_bytes`` (arguments + outputs + temporaries, less donated
+    outputs) is its device-memory footprint, exact for one call (JAX cannot reset the allocator's
+    peak between measurements, so on a GPU this stands for JAX's peak memory)."""
     stats = compiled.memory_analysis()
-    return {"temp_bytes": stats.temp_size_in_bytes, "argument_bytes": stats.argument_size_in_bytes,
-            "output_bytes": stats.output_size_in_bytes, "alias_bytes": stats.alias_size_in_bytes}
+    sizes = {"temp_bytes": stats.temp_size_in_bytes, "argument_bytes": stats.argument_size_in_bytes,
+             "output_bytes": stats.output_size_in_bytes, "alias_bytes": stats.alias_size_in_bytes}
+    sizes["total_bytes"] = sizes["temp_bytes"] + sizes["argument_bytes"] + sizes["output_bytes"] - sizes["alias_bytes"]
+    return sizes
 
 
 def xla_cost(compiled) -> dict:
@@ -208,9 +213,6 @@ def measure_jax(workload: Workload, variant: Variant, device, warmup: int, repea
         with HostPeak() as peak:
             result["train"].update(time_calls(train_call, _jax_sync, warmup, repeats))
         result["train"]["host_peak_bytes"] = peak.peak_bytes
-        if device.platform == "gpu":
-            for phase in result.values():  # the allocator's peak since start; per-phase needs a fresh process
-                phase["device_peak_bytes"] = device.memory_stats().get("peak_bytes_in_use")
     return result
 
 
@@ -463,8 +465,8 @@ def markdown(results: dict) -> str:
              f"{results['settings']['warmup']} warm-up calls. GFLOP/s = XLA's FLOP count of the float32 "
              "computation / median time; % of the XLA matmul peak above. Speed-up is over "
              f"`{BASELINE['gpu' if env['gpu_present'] else 'cpu']}`. Peak MB: resident memory high-water over "
-             "the start of the timed calls (host), or the allocator peak (GPU); XLA temp MB: XLA's buffer "
-             "assignment.", ""]
+             "the start of the timed calls (CPU); on a GPU torch's allocator peak and, for JAX, the executable's "
+             "buffers (arguments + outputs + temporaries). XLA temp MB: the temporaries alone.", ""]
     for phase, title in (("train", "Train step (loss, backward, Adam)"), ("forward", "Forward")):
         lines += [f"## {title}", "",
                   "| workload | variant | ms | samples/s | GFLOP/s | % peak | speed-up | compile s | peak MB | XLA temp MB |",
@@ -474,7 +476,9 @@ def markdown(results: dict) -> str:
                 continue
             m = row[phase]
             compile_s = "-" if m.get("compile_s") is None else f"{m['compile_s']:.1f}"
-            peak = m.get("device_peak_bytes", m.get("host_peak_bytes"))
+            peak = m.get("device_peak_bytes") if env["gpu_present"] else m.get("host_peak_bytes")
+            if env["gpu_present"] and "xla_memory" in m:
+                peak = m["xla_memory"]["total_bytes"]
             lines.append(
                 f"| {row['workload']} | {row['variant']} | {_ms(m)} | {m['samples_per_s']:.0f} | "
                 f"{m.get('gflops', 0):.0f} | {m.get('percent_of_peak', 0):.0f} | "
@@ -501,6 +505,7 @@ def plot(results: dict, path: Path) -> None:
                               if r["workload"] == w and r["variant"] == variant and phase in r), 0) for w in workloads]
             ax.bar(np.arange(len(workloads)) + i * width, speedups, width, label=variant)
         ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
         ax.set_xticks(np.arange(len(workloads)) + 0.4 - width / 2, workloads, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(f"speed-up over {BASELINE['gpu' if results['environment']['gpu_present'] else 'cpu']} "
                       "(higher is better)")

@@ -33,6 +33,7 @@ import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -122,25 +123,29 @@ def time_calls(call: Callable[[], object], sync: Callable[[object], object], war
 
 
 class HostPeak:
-    """Peak resident memory of this process during a block, over its resident memory at the start.
+    """Peak resident memory of this process during a block, over ``baseline_kib`` (the resident
+    memory before the model, data and optimizer were created; each measurement runs in a fresh
+    process, so nothing of another framework or variant is resident).
 
     Linux resets the high-water mark when 5 is written to /proc/self/clear_refs, so compile-time
     peaks before the block do not count; elsewhere the block's peak is not measurable (None).
     """
 
+    def __init__(self, baseline_kib: int | None):
+        self.baseline_kib = baseline_kib
+        self.peak_bytes = None
+
     def __enter__(self):
-        self.start = _status_kib("VmRSS")
         try:
             Path("/proc/self/clear_refs").write_text("5")
-            self.supported = self.start is not None
+            self.supported = self.baseline_kib is not None
         except OSError:
             self.supported = False
-        self.peak_bytes = None
         return self
 
     def __exit__(self, *exc):
         if self.supported:
-            self.peak_bytes = max(0, _status_kib("VmHWM") - self.start) * 1024
+            self.peak_bytes = max(0, _status_kib("VmHWM") - self.baseline_kib) * 1024
 
 
 def _status_kib(field: str) -> int | None:
@@ -179,7 +184,7 @@ def _precision_context(precision: str | None):
     return jax.default_matmul_precision(precision) if precision else contextlib.nullcontext()
 
 
-def measure_jax(workload: Workload, variant: Variant, device, warmup: int, repeats: int) -> dict:
+def measure_jax(workload: Workload, variant: Variant, device, warmup: int, repeats: int, baseline_kib) -> dict:
     config = workload.config
     model = from_config(config, dtype=jnp.bfloat16 if variant.dtype == "bfloat16" else None)
     rng = np.random.default_rng(0)
@@ -195,7 +200,7 @@ def measure_jax(workload: Workload, variant: Variant, device, warmup: int, repea
             forward = jax.jit(model.apply).lower(variables, x).compile()
             result["forward"] = {"compile_s": time.perf_counter() - start, **xla_cost(forward),
                                  "xla_memory": xla_memory(forward)}
-            with HostPeak() as peak:
+            with HostPeak(baseline_kib) as peak:
                 result["forward"].update(time_calls(lambda: forward(variables, x), _jax_sync, warmup, repeats))
             result["forward"]["host_peak_bytes"] = peak.peak_bytes
         state = train.TrainState.create(apply_fn=model.apply, params=params,
@@ -210,7 +215,7 @@ def measure_jax(workload: Workload, variant: Variant, device, warmup: int, repea
             state, metrics = step(state, batch)
             return metrics
 
-        with HostPeak() as peak:
+        with HostPeak(baseline_kib) as peak:
             result["train"].update(time_calls(train_call, _jax_sync, warmup, repeats))
         result["train"]["host_peak_bytes"] = peak.peak_bytes
     return result
@@ -231,14 +236,14 @@ def _torch_tf32(enabled: bool | None):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def measure_torch(workload: Workload, variant: Variant, device: str, warmup: int, repeats: int) -> dict:
+def measure_torch(workload: Workload, variant: Variant, device: str, warmup: int, repeats: int, baseline_kib
+                  ) -> dict:
     import torch
 
     import torch_ref
 
     config = workload.config
-    if variant.compiled:  # a cold compile, as JAX's: no graphs or kernels reused from earlier variants or runs
-        torch._dynamo.reset()
+    if variant.compiled:  # a cold compile, as JAX's: no graphs or kernels from inductor's on-disk caches
         torch._inductor.config.fx_graph_cache = False
         torch._functorch.config.enable_autograd_cache = False
     torch.manual_seed(0)
@@ -274,7 +279,7 @@ def measure_torch(workload: Workload, variant: Variant, device: str, warmup: int
             first = time.perf_counter() - start
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            with HostPeak() as peak:
+            with HostPeak(baseline_kib) as peak:
                 timing = time_calls(call, sync, warmup, repeats)
             result[phase] = {**timing, "host_peak_bytes": peak.peak_bytes,
                              # first call minus a steady call: graph capture and code generation
@@ -395,10 +400,7 @@ def run_suite(workloads: list[Workload], out_dir: Path | str, *, variants: list[
     rows = []
     tasks = [(w, v) for w in workloads for v in variants if v.dtype != "bfloat16" or gpu or w.cpu_bf16]
     for workload, variant in tqdm(tasks, desc="benchmarks", unit="run", file=sys.stderr):
-        if variant.framework == "jax":
-            measured = measure_jax(workload, variant, device, warmup, repeats)
-        else:
-            measured = measure_torch(workload, variant, torch_device, warmup, repeats)
+        measured = run_worker(workload, variant, gpu_present and gpu, warmup, repeats)
         rows.append({"workload": workload.name, "config": workload.config.to_dict(), "batch": workload.batch,
                      "length": workload.length, "variant": variant.name, **measured})
     _add_derived(rows, peaks, BASELINE["gpu" if gpu else "cpu"])
@@ -413,6 +415,35 @@ def run_suite(workloads: list[Workload], out_dir: Path | str, *, variants: list[
                "rows": rows}
     write_results(results, Path(out_dir))
     return results
+
+
+def run_worker(workload: Workload, variant: Variant, gpu: bool, warmup: int, repeats: int) -> dict:
+    """One measurement in a fresh process (``--worker``): clean memory high-water marks and cold
+    compiles, with no threads, caches or freed memory left over from other variants."""
+    task = {"workload": {**dataclasses.asdict(workload), "config": workload.config.to_dict()},
+            "variant": dataclasses.asdict(variant), "gpu": gpu, "warmup": warmup, "repeats": repeats}
+    done = subprocess.run([sys.executable, __file__, "--worker", json.dumps(task)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{workload.name} / {variant.name} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def worker_main(task_json: str) -> None:
+    """``--worker``: measure one (workload, variant) and print the result as one JSON line."""
+    task = json.loads(task_json)
+    spec = task["workload"]
+    workload = Workload(**{**spec, "config": EncoderConfig.from_dict(spec["config"])})
+    variant = Variant(**task["variant"])
+    timing = (task["warmup"], task["repeats"])
+    if variant.framework == "jax":
+        device = jax.devices("gpu" if task["gpu"] else "cpu")[0]  # starts the backend before the baseline
+        measured = measure_jax(workload, variant, device, *timing, baseline_kib=_status_kib("VmRSS"))
+    else:
+        import torch  # noqa: F401  (imported before the baseline is read)
+
+        measured = measure_torch(workload, variant, "cuda" if task["gpu"] else "cpu", *timing,
+                                 baseline_kib=_status_kib("VmRSS"))
+    print(json.dumps(measured))
 
 
 def _add_derived(rows: list[dict], peaks: dict, baseline: str) -> None:
@@ -464,9 +495,11 @@ def markdown(results: dict) -> str:
              f"Times in ms: median (min-max) of {results['settings']['repeats']} calls after "
              f"{results['settings']['warmup']} warm-up calls. GFLOP/s = XLA's FLOP count of the float32 "
              "computation / median time; % of the XLA matmul peak above. Speed-up is over "
-             f"`{BASELINE['gpu' if env['gpu_present'] else 'cpu']}`. Peak MB: resident memory high-water over "
-             "the start of the timed calls (CPU); on a GPU torch's allocator peak and, for JAX, the executable's "
-             "buffers (arguments + outputs + temporaries). XLA temp MB: the temporaries alone.", ""]
+             f"`{BASELINE['gpu' if env['gpu_present'] else 'cpu']}`. Each measurement runs in a fresh process. "
+             "Peak MB on a CPU: the process's resident-memory high-water mark during the timed calls minus its "
+             "resident memory before the model was built (parameters, optimizer state, activations, allocator "
+             "caches and compiled code); on a GPU, torch's allocator peak and, for JAX, the executable's buffers "
+             "(arguments + outputs + temporaries). XLA temp MB: XLA's temporaries alone.", ""]
     for phase, title in (("train", "Train step (loss, backward, Adam)"), ("forward", "Forward")):
         lines += [f"## {title}", "",
                   "| workload | variant | ms | samples/s | GFLOP/s | % peak | speed-up | compile s | peak MB | XLA temp MB |",
@@ -503,9 +536,9 @@ def plot(results: dict, path: Path) -> None:
         for i, variant in enumerate(variants):
             speedups = [next((r[phase].get("speedup_vs_baseline", 0) for r in rows
                               if r["workload"] == w and r["variant"] == variant and phase in r), 0) for w in workloads]
-            ax.bar(np.arange(len(workloads)) + i * width, speedups, width, label=variant)
+            bars = ax.bar(np.arange(len(workloads)) + i * width, speedups, width, label=variant)
+            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_yscale("log")
         ax.set_xticks(np.arange(len(workloads)) + 0.4 - width / 2, workloads, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(f"speed-up over {BASELINE['gpu' if results['environment']['gpu_present'] else 'cpu']} "
                       "(higher is better)")
@@ -547,7 +580,11 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, help="timed calls per measurement (default 10, --quick 3)")
     parser.add_argument("--workload", action="append", help="run only workloads whose name contains this (repeatable)")
     parser.add_argument("--machine", help="name of the results files (default: derived from the device)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one measurement, see run_worker
     args = parser.parse_args(argv)
+    if args.worker:
+        worker_main(args.worker)
+        return 0
     workloads = SMOKE_WORKLOADS if args.smoke else GPU_WORKLOADS if args.gpu else CPU_WORKLOADS
     if args.workload:
         workloads = [w for w in workloads if any(s in w.name for s in args.workload)]

@@ -38,38 +38,56 @@ def torch_bias_init(fan_in: int) -> nn.initializers.Initializer:
     return init
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def normalize(x: jax.Array, epsilon: float) -> jax.Array:
-    """``(x - mean) / sqrt(var + epsilon)`` over the length axis of ``(B, L, C)``, biased variance.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def instance_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, negative_slope: jax.Array | None,
+                  epsilon: float) -> jax.Array:
+    """Instance norm over the length axis of ``(B, L, C)`` with affine ``scale``/``bias``, followed by a
+    per-channel PReLU when ``negative_slope`` is given: ``PReLU(normalize(x) * scale + bias)``.
 
-    Two passes (the mean, then the mean of squared deviations) rather than E[x^2] - E[x]^2.
-    The backward pass is the closed form ``rstd * (g - mean(g) - y * mean(g * y))``: it keeps
-    only the output and ``rstd``, where autodiff keeps the centered input as well and takes
-    more passes over both.
+    Statistics take two passes (the mean, then the mean of squared deviations, biased), as
+    PyTorch's, rather than E[x^2] - E[x]^2. Norm, affine and PReLU are one function with a
+    closed-form backward pass: it keeps only the normalized input and ``rstd`` (autodiff of the
+    three layers keeps four full-size tensors) and needs one reduction pass and one elementwise
+    pass over them. The cheap affine and PReLU are recomputed there rather than stored.
     """
-    return _normalize_fwd(x, epsilon)[0]
+    return _instance_norm_fwd(x, scale, bias, negative_slope, epsilon)[0]
 
 
-def _normalize_fwd(x, epsilon):
+def _instance_norm_fwd(x, scale, bias, negative_slope, epsilon):
     centered = x - jnp.mean(x, axis=1, keepdims=True)
     rstd = jax.lax.rsqrt(jnp.mean(jnp.square(centered), axis=1, keepdims=True) + epsilon)
-    y = centered * rstd
-    return y, (y, rstd)
+    normalized = centered * rstd
+    out = normalized * scale + bias
+    if negative_slope is not None:
+        out = jnp.where(out > 0, out, negative_slope * out)
+    return out, (normalized, rstd, scale, bias, negative_slope)
 
 
-def _normalize_bwd(epsilon, residuals, g):
-    y, rstd = residuals
-    return (rstd * (g - jnp.mean(g, axis=1, keepdims=True) - y * jnp.mean(g * y, axis=1, keepdims=True)),)
+def _instance_norm_bwd(epsilon, residuals, d_out):
+    normalized, rstd, scale, bias, negative_slope = residuals
+    d_affine, d_slope = d_out, None
+    if negative_slope is not None:
+        affine = normalized * scale + bias
+        positive = affine > 0
+        d_affine = jnp.where(positive, d_out, negative_slope * d_out)
+        d_slope = jnp.sum(jnp.where(positive, 0, d_out * affine), axis=(0, 1))
+    # Per (batch, channel) sums over the length give both the parameter gradients and the
+    # normalization's backward: rstd * scale * (g - mean(g) - y * mean(g * y)).
+    d_bias_bc = jnp.sum(d_affine, axis=1, keepdims=True)
+    d_scale_bc = jnp.sum(d_affine * normalized, axis=1, keepdims=True)
+    length = normalized.shape[1]
+    d_x = (rstd * scale) * (d_affine - (d_bias_bc + normalized * d_scale_bc) / length)
+    return d_x, jnp.sum(d_scale_bc, axis=(0, 1)), jnp.sum(d_bias_bc, axis=(0, 1)), d_slope
 
 
-normalize.defvjp(_normalize_fwd, _normalize_bwd)
+instance_norm.defvjp(_instance_norm_fwd, _instance_norm_bwd)
 
 
 class InstanceNorm1d(nn.Module):
     """Instance norm over the length axis of ``(B, L, C)``, affine, biased variance.
 
-    Statistics use two passes (mean, then mean of squared deviations) in at least float32,
-    as PyTorch does, rather than E[x^2] - E[x]^2.
+    ``__call__(x, negative_slope)`` also applies a per-channel PReLU with that slope (see
+    ``instance_norm``). Statistics are computed in at least float32.
     """
 
     features: int
@@ -78,25 +96,32 @@ class InstanceNorm1d(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, negative_slope: jax.Array | None = None):
         scale = self.param("scale", nn.initializers.ones, (self.features,), self.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
         stat_dtype = jnp.promote_types(x.dtype, jnp.float32)
-        y = normalize(x.astype(stat_dtype), self.epsilon)
-        dtype = self.dtype or jnp.result_type(x.dtype, self.param_dtype)
-        return (y * scale.astype(stat_dtype) + bias.astype(stat_dtype)).astype(dtype)
+        if negative_slope is not None:
+            negative_slope = negative_slope.astype(stat_dtype)
+        y = instance_norm(x.astype(stat_dtype), scale.astype(stat_dtype), bias.astype(stat_dtype), negative_slope,
+                          self.epsilon)
+        return y.astype(self.dtype or jnp.result_type(x.dtype, self.param_dtype))
 
 
 class PReLU(nn.Module):
-    """Per-channel PReLU (PyTorch ``nn.PReLU(num_parameters=C)``, slope init 0.25)."""
+    """Per-channel PReLU (PyTorch ``nn.PReLU(num_parameters=C)``, slope init 0.25).
+
+    ``__call__(x, norm)`` computes ``PReLU(norm(x))`` as one fused ``instance_norm``.
+    """
 
     features: int
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, norm: InstanceNorm1d | None = None):
         slope = self.param("negative_slope", nn.initializers.constant(0.25), (self.features,), self.param_dtype)
+        if norm is not None:
+            return norm(x, slope)
         x, slope = nn.dtypes.promote_dtype(x, slope, dtype=self.dtype)
         return jnp.where(x > 0, x, slope * x)
 
@@ -196,8 +221,8 @@ class NormActConv(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        x = InstanceNorm1d(self.in_planes, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
-        x = PReLU(self.in_planes, dtype=self.dtype, param_dtype=self.param_dtype, name="act")(x)
+        norm = InstanceNorm1d(self.in_planes, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")
+        x = PReLU(self.in_planes, dtype=self.dtype, param_dtype=self.param_dtype, name="act")(x, norm)  # fused
         conv = _conv(self, self.in_planes, self.out_planes, self.kernel_size, self.stride, self.padding, False, "conv")
         return conv(x)
 

@@ -1,9 +1,9 @@
 """The hand-written backward passes of ``flax_resnet1d.model`` against autodiff.
 
 ``conv1d`` (XLA's convolution forward; gradient in matmul or convolution form, chosen by
-shape) and ``normalize`` (instance-norm statistics with a closed-form gradient) are checked
-against automatic differentiation of the plain computations (``jax.lax.conv_general_dilated``;
-the two-pass normalization written with jnp) in float64 to 1e-12 and float32 to 1e-5, and
+shape) and ``instance_norm`` (norm, affine and optional PReLU with a closed-form gradient) are
+checked against automatic differentiation of the plain computations (``jax.lax.conv_general_dilated``;
+the two-pass normalization, affine and PReLU written with jnp) in float64 to 1e-12 and float32 to 1e-5, and
 against finite differences with ``jax.test_util.check_grads``. The cases cover both backward
 forms of ``conv1d``, strides 1 and 2, kernels 1/3/5/7 and even/odd lengths.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from flax_resnet1d.model import conv1d, matmul_gradient, normalize
+from flax_resnet1d.model import conv1d, instance_norm, matmul_gradient
 from flax_resnet1d.parity import dtype_context, relative_error
 
 # (batch, length, in, out, kernel, stride): the first three take the matmul-form gradient,
@@ -50,9 +50,17 @@ def reference_conv(x, kernel, stride, padding):
                                         dimension_numbers=("NWC", "WIO", "NWC"))
 
 
-def reference_normalize(x, epsilon):
+def reference_instance_norm(x, scale, bias, negative_slope, epsilon):
     centered = x - jnp.mean(x, axis=1, keepdims=True)
-    return centered / jnp.sqrt(jnp.mean(centered * centered, axis=1, keepdims=True) + epsilon)
+    y = centered / jnp.sqrt(jnp.mean(centered * centered, axis=1, keepdims=True) + epsilon) * scale + bias
+    return y if negative_slope is None else jnp.where(y > 0, y, negative_slope * y)
+
+
+def norm_inputs(x, with_slope, seed):
+    """x and random (non-init) per-channel scale, bias and, optionally, PReLU slope (some negative)."""
+    rng = np.random.default_rng(seed)
+    scale, bias, slope = (jnp.asarray(rng.normal(size=x.shape[2]), x.dtype) for _ in range(3))
+    return x, scale, bias, (slope if with_slope else None)
 
 
 def value_and_grads(fn, args, cotangent):
@@ -79,14 +87,15 @@ def test_conv1d_matches_autodiff(case, dtype):
         assert_close(ours, ref, dtype)
 
 
+@pytest.mark.parametrize("with_slope", [True, False], ids=["prelu", "norm-only"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", CASES)
-def test_normalize_matches_autodiff(case, dtype):
+def test_instance_norm_matches_autodiff(case, dtype, with_slope):
     with dtype_context(dtype):
-        x, _ = random_inputs(case, dtype, seed=2 * sum(case))
-        cotangent = jnp.asarray(np.random.default_rng(2).normal(size=x.shape), dtype)
-        assert_close(value_and_grads(lambda x: normalize(x, 1e-5), (x,), cotangent),
-                     value_and_grads(lambda x: reference_normalize(x, 1e-5), (x,), cotangent), dtype)
+        args = norm_inputs(random_inputs(case, dtype, seed=2 * sum(case))[0], with_slope, seed=sum(case))
+        cotangent = jnp.asarray(np.random.default_rng(2).normal(size=args[0].shape), dtype)
+        assert_close(value_and_grads(lambda *a: instance_norm(*a, 1e-5), args, cotangent),
+                     value_and_grads(lambda *a: reference_instance_norm(*a, 1e-5), args, cotangent), dtype)
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[4]])
@@ -95,4 +104,4 @@ def test_custom_gradients_match_finite_differences(case):
     with dtype_context("float64"):
         x, kernel = random_inputs(case, "float64", seed=7)
         check_grads(lambda x, k: conv1d(x, k, stride, padding), (x, kernel), order=1, modes=["rev"])
-        check_grads(lambda x: normalize(x, 1e-5), (x,), order=1, modes=["rev"])
+        check_grads(lambda *a: instance_norm(*a, 1e-5), norm_inputs(x, True, seed=8), order=1, modes=["rev"])

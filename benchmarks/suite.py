@@ -110,10 +110,17 @@ BASELINE = {"cpu": "torch eager", "gpu": "torch eager f32"}  # speed-ups are rel
 
 # -- timing and memory -------------------------------------------------------------------------------
 
+WARMUP_MIN_S = 1.0  # warm-up runs at least this long: small calls need dozens before their times settle
+
+
 def time_calls(call: Callable[[], object], sync: Callable[[object], object], warmup: int, repeats: int) -> dict:
-    """Median/min/max seconds of ``repeats`` synchronized calls after ``warmup`` calls."""
-    for _ in range(warmup):
+    """Median/min/max seconds of ``repeats`` synchronized calls after at least ``warmup`` warm-up calls
+    lasting at least ``WARMUP_MIN_S`` together (allocator caches, thread pools and clocks settle)."""
+    start = time.perf_counter()
+    done = 0
+    while done < warmup or time.perf_counter() - start < WARMUP_MIN_S:
         sync(call())
+        done += 1
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -493,7 +500,7 @@ def markdown(results: dict) -> str:
              f"XLA_FLAGS={env['XLA_FLAGS']!r}, GLIBC_TUNABLES={env['GLIBC_TUNABLES']!r}.", "",
              "Peaks measured in this run: " + ", ".join(f"{k} = {v:.0f}" for k, v in peaks.items()) + ".", "",
              f"Times in ms: median (min-max) of {results['settings']['repeats']} calls after "
-             f"{results['settings']['warmup']} warm-up calls. GFLOP/s = XLA's FLOP count of the float32 "
+             f"at least {results['settings']['warmup']} warm-up calls lasting at least {WARMUP_MIN_S:.0f} s. GFLOP/s = XLA's FLOP count of the float32 "
              "computation / median time; % of the XLA matmul peak above. Speed-up is over "
              f"`{BASELINE['gpu' if env['gpu_present'] else 'cpu']}`. Each measurement runs in a fresh process. "
              "Peak MB on a CPU: the process's resident-memory high-water mark during the timed calls minus its "

@@ -131,14 +131,30 @@ def _conv_xla(x: jax.Array, kernel: jax.Array, stride: int, padding: int, precis
                                         dimension_numbers=("NWC", "WIO", "NWC"), precision=precision)
 
 
-def _conv_matmul(x: jax.Array, kernel: jax.Array, stride: int, padding: int, precision: PrecisionLike) -> jax.Array:
-    """The same convolution as one matmul: the ``k`` taps gathered by strided slices into ``(B, L', k*Cin)``."""
-    k, cin, cout = kernel.shape
+def _gather_taps(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
+    """The ``k`` taps of each output position gathered by strided slices into ``(B, L', k*Cin)``."""
     x = jnp.pad(x, ((0, 0), (padding, padding), (0, 0))) if padding else x
     out_length = (x.shape[1] - k) // stride + 1
     taps = [jax.lax.slice_in_dim(x, t, t + stride * (out_length - 1) + 1, stride, axis=1) for t in range(k)]
-    patches = taps[0] if k == 1 else jnp.concatenate(taps, axis=2)
+    return taps[0] if k == 1 else jnp.concatenate(taps, axis=2)
+
+
+def _conv_matmul(x: jax.Array, kernel: jax.Array, stride: int, padding: int, precision: PrecisionLike) -> jax.Array:
+    """The same convolution as one matmul of the gathered taps with the ``(k*Cin, Cout)`` kernel."""
+    k, cin, cout = kernel.shape
+    patches = _gather_taps(x, k, stride, padding)
     return jnp.einsum("blc,cd->bld", patches, kernel.reshape(k * cin, cout), precision=precision)
+
+
+def _conv_matmul_vjp(x, kernel, stride, padding, precision, d_out):
+    """Gradients of ``_conv_matmul``, with the kernel as the left operand of the input gradient
+    (``kernel @ d_out^T``): XLA then transposes the small ``d_out`` rather than copying the
+    whole kernel to a transposed layout on every step."""
+    k, cin, cout = kernel.shape
+    patches, scatter_taps = jax.vjp(lambda x: _gather_taps(x, k, stride, padding), x)
+    d_kernel = jnp.einsum("blc,bld->cd", patches, d_out, precision=precision).reshape(kernel.shape)
+    d_patches = jnp.einsum("cd,bld->blc", kernel.reshape(k * cin, cout), d_out, precision=precision)
+    return scatter_taps(d_patches)[0], d_kernel
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -169,8 +185,9 @@ def matmul_gradient(x_shape: Sequence[int], kernel_shape: Sequence[int]) -> bool
 
 def _conv1d_bwd(stride, padding, precision, residuals, d_out):
     x, kernel = residuals
-    form = _conv_matmul if matmul_gradient(x.shape, kernel.shape) else _conv_xla
-    return jax.vjp(lambda x, kernel: form(x, kernel, stride, padding, precision), x, kernel)[1](d_out)
+    if matmul_gradient(x.shape, kernel.shape):
+        return _conv_matmul_vjp(x, kernel, stride, padding, precision, d_out)
+    return jax.vjp(lambda x, kernel: _conv_xla(x, kernel, stride, padding, precision), x, kernel)[1](d_out)
 
 
 conv1d.defvjp(_conv1d_fwd, _conv1d_bwd)

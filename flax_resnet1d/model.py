@@ -46,10 +46,9 @@ def instance_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, negative_slop
 
     Statistics take two passes (the mean, then the mean of squared deviations, biased), as
     PyTorch's, rather than E[x^2] - E[x]^2. Norm, affine and PReLU are one function with a
-    closed-form backward pass: it keeps only the centered input and ``rstd`` (autodiff of the
+    closed-form backward pass: it keeps only the normalized input and ``rstd`` (autodiff of the
     three layers keeps four full-size tensors) and needs one reduction pass and one elementwise
-    pass over them. The normalized input, affine and PReLU are cheap to recompute there, which
-    saves writing them to fresh memory in the forward pass.
+    pass over them. The cheap affine and PReLU are recomputed there rather than stored.
     """
     return _instance_norm_fwd(x, scale, bias, negative_slope, epsilon)[0]
 
@@ -57,18 +56,15 @@ def instance_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, negative_slop
 def _instance_norm_fwd(x, scale, bias, negative_slope, epsilon):
     centered = x - jnp.mean(x, axis=1, keepdims=True)
     rstd = jax.lax.rsqrt(jnp.mean(jnp.square(centered), axis=1, keepdims=True) + epsilon)
-    out = centered * rstd * scale + bias
+    normalized = centered * rstd
+    out = normalized * scale + bias
     if negative_slope is not None:
         out = jnp.where(out > 0, out, negative_slope * out)
-    return out, (centered, rstd, scale, bias, negative_slope)
+    return out, (normalized, rstd, scale, bias, negative_slope)
 
 
 def _instance_norm_bwd(epsilon, residuals, d_out):
-    centered, rstd, scale, bias, negative_slope = residuals
-    # The barrier keeps XLA from merging this recomputation into the forward pass, where it would
-    # be stored again.
-    centered, rstd = jax.lax.optimization_barrier((centered, rstd))
-    normalized = centered * rstd
+    normalized, rstd, scale, bias, negative_slope = residuals
     d_affine, d_slope = d_out, None
     if negative_slope is not None:
         affine = normalized * scale + bias

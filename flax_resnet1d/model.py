@@ -139,15 +139,9 @@ def _gather_taps(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
     return taps[0] if k == 1 else jnp.concatenate(taps, axis=2)
 
 
-def _conv_matmul(x: jax.Array, kernel: jax.Array, stride: int, padding: int, precision: PrecisionLike) -> jax.Array:
-    """The same convolution as one matmul of the gathered taps with the ``(k*Cin, Cout)`` kernel."""
-    k, cin, cout = kernel.shape
-    patches = _gather_taps(x, k, stride, padding)
-    return jnp.einsum("blc,cd->bld", patches, kernel.reshape(k * cin, cout), precision=precision)
-
-
 def _conv_matmul_vjp(x, kernel, stride, padding, precision, d_out):
-    """Gradients of ``_conv_matmul``, with the kernel as the left operand of the input gradient
+    """Gradients of the convolution written as one matmul of the gathered taps with the
+    ``(k*Cin, Cout)`` kernel. The kernel is the left operand of the input gradient
     (``kernel @ d_out^T``): XLA then transposes the small ``d_out`` rather than copying the
     whole kernel to a transposed layout on every step."""
     k, cin, cout = kernel.shape

@@ -1,7 +1,7 @@
 """Training an ``EncoderNet1d`` classifier: pure ``train_step``/``eval_step`` over a ``TrainState``.
 
 In the style of Flax's ResNet example: the steps are pure functions of ``(state, batch)``,
-jit-compiled once at the edge (ahead of time, with the state donated), and the loop around
+jit-compiled once at the edge (ahead of time, with the state donated on accelerators), and the loop around
 them is plain Python. The model has no BatchNorm, so the state is params + optimizer state.
 
 Determinism and exact resume: the only randomness is the parameter init (``seed``) and the
@@ -204,11 +204,20 @@ def _shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
     return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("batch"))
 
 
+def state_donation(platform: str) -> tuple[int, ...]:
+    """``donate_argnums`` for a jitted ``train_step`` on ``platform``: the state on accelerators,
+    where it halves the state's memory; nothing on CPU, where XLA then copies every donated
+    parameter before the step (or, without those copies, orders the in-place update after all
+    its reads) and the spec model's B=32 step takes ~10 ms longer (160 vs 150 ms)."""
+    return () if platform == "cpu" else (0,)
+
+
 def jit_train_step(mesh: Mesh):
-    """``train_step`` jitted with the state replicated and donated, the batch sharded over ``batch``."""
+    """``train_step`` jitted with the state replicated (and donated on accelerators), the batch
+    sharded over ``batch``."""
     replicated, sharded = _shardings(mesh)
     return jax.jit(train_step, in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
-                   donate_argnums=0)
+                   donate_argnums=state_donation(mesh.devices.flat[0].platform))
 
 
 def jit_eval_step(mesh: Mesh):
@@ -344,7 +353,7 @@ def checkpoint_manager(run_dir: str, keep: int):
 
     Orbax writes each checkpoint into ``<epoch>.orbax-checkpoint-tmp`` and renames it
     when complete, so a kill mid-save leaves only a temporary directory, which is never
-    restored. Saves are synchronous: the next train step donates the state's buffers.
+    restored. Saves are synchronous: on accelerators the next train step donates the state's buffers.
     """
     import orbax.checkpoint as ocp
 

@@ -73,10 +73,14 @@ def _instance_norm_bwd(epsilon, residuals, d_out):
         d_slope = jnp.sum(jnp.where(positive, 0, d_out * affine), axis=(0, 1))
     # Per (batch, channel) sums over the length give both the parameter gradients and the
     # normalization's backward: rstd * scale * (g - mean(g) - y * mean(g * y)).
-    # The 1/length goes on the (B, 1, C) sums: on the full-size term XLA:CPU materializes a
-    # full-size broadcast of the constant for every shape and streams it through the fusion.
     d_bias_bc = jnp.sum(d_affine, axis=1, keepdims=True)
     d_scale_bc = jnp.sum(d_affine * normalized, axis=1, keepdims=True)
+    # The parameter gradients sum these (B, 1, C) sums over the batch; the barrier stops XLA
+    # from folding that back into a second full-size reduction (and a materialized product)
+    # per parameter.
+    d_bias_bc, d_scale_bc = jax.lax.optimization_barrier((d_bias_bc, d_scale_bc))
+    # The 1/length goes on the (B, 1, C) sums: on the full-size term XLA:CPU materializes a
+    # full-size broadcast of the constant for every shape and streams it through the fusion.
     length = normalized.shape[1]
     d_x = (rstd * scale) * (d_affine - (d_bias_bc / length + normalized * (d_scale_bc / length)))
     return d_x, jnp.sum(d_scale_bc, axis=(0, 1)), jnp.sum(d_bias_bc, axis=(0, 1)), d_slope

@@ -46,9 +46,10 @@ def instance_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, negative_slop
 
     Statistics take two passes (the mean, then the mean of squared deviations, biased), as
     PyTorch's, rather than E[x^2] - E[x]^2. Norm, affine and PReLU are one function with a
-    closed-form backward pass: it keeps only the normalized input and ``rstd`` (autodiff of the
+    closed-form backward pass: it keeps only the centered input and ``rstd`` (autodiff of the
     three layers keeps four full-size tensors) and needs one reduction pass and one elementwise
-    pass over them. The cheap affine and PReLU are recomputed there rather than stored.
+    pass over them. The normalized input, affine and PReLU are recomputed there rather than
+    stored; the forward pass never writes the normalized input out.
     """
     return _instance_norm_fwd(x, scale, bias, negative_slope, epsilon)[0]
 
@@ -60,11 +61,12 @@ def _instance_norm_fwd(x, scale, bias, negative_slope, epsilon):
     out = normalized * scale + bias
     if negative_slope is not None:
         out = jnp.where(out > 0, out, negative_slope * out)
-    return out, (normalized, rstd, scale, bias, negative_slope)
+    return out, (centered, rstd, scale, bias, negative_slope)
 
 
 def _instance_norm_bwd(epsilon, residuals, d_out):
-    normalized, rstd, scale, bias, negative_slope = residuals
+    centered, rstd, scale, bias, negative_slope = residuals
+    normalized = centered * rstd
     d_affine, d_slope = d_out, None
     if negative_slope is not None:
         affine = normalized * scale + bias
@@ -73,8 +75,10 @@ def _instance_norm_bwd(epsilon, residuals, d_out):
         d_slope = jnp.sum(jnp.where(positive, 0, d_out * affine), axis=(0, 1))
     # Per (batch, channel) sums over the length give both the parameter gradients and the
     # normalization's backward: rstd * scale * (g - mean(g) - y * mean(g * y)).
+    # sum(g * normalized) as rstd * sum(g * centered): XLA:CPU's reduction fusions take no
+    # broadcast operand, so the other form makes it write the normalized input out in the forward.
     d_bias_bc = jnp.sum(d_affine, axis=1, keepdims=True)
-    d_scale_bc = jnp.sum(d_affine * normalized, axis=1, keepdims=True)
+    d_scale_bc = rstd * jnp.sum(d_affine * centered, axis=1, keepdims=True)
     # The parameter gradients sum these (B, 1, C) sums over the batch; the barrier stops XLA
     # from folding that back into a second full-size reduction (and a materialized product)
     # per parameter.

@@ -394,8 +394,9 @@ def run_suite(workloads: list[Workload], out_dir: Path | str, *, variants: list[
     jax_gpus = [d for d in jax.devices() if d.platform == "gpu"]
     gpu_present = bool(jax_gpus) and torch.cuda.is_available()
     gpu = gpu_present if gpu is None else gpu
-    device = jax_gpus[0] if gpu_present and gpu else jax.devices("cpu")[0]
-    torch_device = "cuda" if gpu_present and gpu else "cpu"
+    on_gpu = gpu_present and gpu  # GPU variants requested and a GPU to run them on
+    device = jax_gpus[0] if on_gpu else jax.devices("cpu")[0]
+    torch_device = "cuda" if on_gpu else "cpu"
     variants = variants or (GPU_VARIANTS if gpu else CPU_VARIANTS)
     env = environment(device, torch_device)
     if gpu and not gpu_present:
@@ -407,7 +408,7 @@ def run_suite(workloads: list[Workload], out_dir: Path | str, *, variants: list[
     rows = []
     tasks = [(w, v) for w in workloads for v in variants if v.dtype != "bfloat16" or gpu or w.cpu_bf16]
     for workload, variant in tqdm(tasks, desc="benchmarks", unit="run", file=sys.stderr):
-        measured = run_worker(workload, variant, gpu_present and gpu, warmup, repeats)
+        measured = run_worker(workload, variant, on_gpu, warmup, repeats)
         rows.append({"workload": workload.name, "config": workload.config.to_dict(), "batch": workload.batch,
                      "length": workload.length, "variant": variant.name, **measured})
     _add_derived(rows, peaks, BASELINE["gpu" if gpu else "cpu"])

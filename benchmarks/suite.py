@@ -542,10 +542,12 @@ def plot(results: dict, path: Path) -> None:
     width = 0.8 / len(variants)
     for ax, phase, title in zip(axes, ("train", "forward"), ("train step", "forward")):
         for i, variant in enumerate(variants):
-            speedups = [next((r[phase].get("speedup_vs_baseline", 0) for r in rows
-                              if r["workload"] == w and r["variant"] == variant and phase in r), 0) for w in workloads]
+            # NaN where a variant did not run on a workload: no bar and no label (not a 0.00 bar)
+            speedups = [next((r[phase].get("speedup_vs_baseline", np.nan) for r in rows
+                              if r["workload"] == w and r["variant"] == variant and phase in r), np.nan)
+                        for w in workloads]
             bars = ax.bar(np.arange(len(workloads)) + i * width, speedups, width, label=variant)
-            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+            ax.bar_label(bars, labels=["" if np.isnan(s) else f"{s:.2f}" for s in speedups], fontsize=7, padding=1)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks(np.arange(len(workloads)) + 0.4 - width / 2, workloads, rotation=20, ha="right", fontsize=8)
         ax.set_ylabel(f"speed-up over {BASELINE['gpu' if results['environment']['gpu_present'] else 'cpu']} "

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from flax_resnet1d.model import conv1d, instance_norm, matmul_gradient
+from flax_resnet1d.ops import conv1d, instance_norm, matmul_gradient
 from flax_resnet1d.parity import dtype_context, relative_error
 
 # (batch, length, in, out, kernel, stride): the first three take the matmul-form gradient,

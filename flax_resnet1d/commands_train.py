@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from . import data, train
+from . import data, distributed, train
 from .cli import UsageError
 from .config import PRESETS, EncoderConfig, preset_config
 
@@ -81,6 +81,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--ckpt-every", type=int, help=f"checkpoint every N epochs, and at the end (default "
                                                   f"{default['ckpt_every']})")
     t.add_argument("--keep", type=int, help=f"checkpoints kept (default {default['keep']})")
+
+    h = p.add_argument_group("several processes (jax.distributed; start every process with the same arguments)")
+    h.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, which serves the coordinator")
+    h.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+    h.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    h.add_argument("--distributed", action="store_true",
+                   help="take coordinator, count and id from the cluster (SLURM, Open MPI, Kubernetes, Cloud TPU)")
+    h.add_argument("--connect-timeout", type=float, metavar="S", help="give up reaching the coordinator after S "
+                                                                      f"seconds (default {distributed.DEFAULT_CONNECT_TIMEOUT:g})")
+    h.add_argument("--heartbeat-timeout", type=float, metavar="S",
+                   help="stop when another process has been silent for S seconds (default "
+                        f"{distributed.DEFAULT_HEARTBEAT_TIMEOUT:g})")
     p.set_defaults(func=run_train)
 
     e = subparsers.add_parser("eval", help="evaluate a run's newest checkpoint",
@@ -106,6 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # -- train -------------------------------------------------------------------------------------
 
+@distributed.launch  # jax.distributed from the flags above, before any other JAX call
 def run_train(args: argparse.Namespace) -> int:
     given = vars(args)
     if "resume" in given:
@@ -122,7 +135,8 @@ def run_train(args: argparse.Namespace) -> int:
         dataset = data.load(spec)
         config = train.TrainConfig(model_config(given, dataset), spec,
                                    **{k: given[k] for k in TRAINING_OPTIONS if k in given})
-        prepare_run_dir(run_dir, given.get("overwrite", False))  # only once every setting is valid
+        # only once every setting is valid; by process 0 alone
+        distributed.on_primary("prepare_run_dir", prepare_run_dir, run_dir, given.get("overwrite", False))
     start = time.perf_counter()
     result = train.fit(config, dataset, run_dir, resume="resume" in given, progress=not given.get("no_progress"))
     seconds = time.perf_counter() - start

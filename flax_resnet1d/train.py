@@ -9,7 +9,10 @@ data order, a permutation drawn from ``(seed, epoch)``. A checkpoint therefore n
 state and the epoch; a resumed run replays exactly the steps the uninterrupted run would take.
 
 Several devices: a 1-D ``Mesh`` over all devices with the batch axis sharded and the state
-replicated; XLA inserts the gradient all-reduce. One device is the same code path.
+replicated; XLA inserts the gradient all-reduce. One device is the same code path. Several
+processes (``jax.distributed``, see ``distributed.py``): the same mesh over every process's
+devices; each process gathers only its own rows of each batch, process 0 alone writes the run
+directory's files, and every process takes part in each Orbax save and restore.
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch),
 ``learning_curve.png`` and Orbax checkpoints under ``checkpoints/<epoch>``.
@@ -35,6 +38,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from . import distributed
 from .cli import UsageError
 from .config import EncoderConfig
 from .data import Dataset, DataSpec
@@ -230,34 +234,38 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def batches(x: np.ndarray, y: np.ndarray, order: np.ndarray, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    """Fixed-size batches in ``order``; the last is filled with row ``order[0]`` under mask 0."""
+def batches(x: np.ndarray, y: np.ndarray, order: np.ndarray, batch_size: int,
+            rows: slice = slice(None)) -> Iterator[dict[str, np.ndarray]]:
+    """Fixed-size batches in ``order``; the last is filled with row ``order[0]`` under mask 0.
+    With ``rows``, only those rows of each batch (one process's share) are gathered."""
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         mask = np.zeros(batch_size, np.float32)
         mask[:len(idx)] = 1
-        idx = np.concatenate([idx, np.full(batch_size - len(idx), order[0])])
-        yield {"x": x[idx], "y": y[idx], "mask": mask}
+        idx = np.concatenate([idx, np.full(batch_size - len(idx), order[0])])[rows]
+        yield {"x": x[idx], "y": y[idx], "mask": mask[rows]}
 
 
-def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> Batch:
-    """Global batch -> arrays sharded over ``batch``; each host contributes its own rows.
+def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh, batch_size: int | None = None) -> Batch:
+    """This process's rows of a global batch of ``batch_size`` rows (default: the whole batch,
+    one process) -> global arrays sharded over ``batch``."""
+    sharding, size = _shardings(mesh)[1], batch_size or len(batch["mask"])
+    return {k: jax.make_array_from_process_local_data(sharding, v, (size, *v.shape[1:])) for k, v in batch.items()}
 
-    With several hosts every process builds the same global batch (same data, same order)
-    and hands over only the rows its devices hold; with one host that is the whole batch.
-    """
-    sharding = _shardings(mesh)[1]
-    hosts, host = jax.process_count(), jax.process_index()
 
-    def put(a: np.ndarray) -> jax.Array:
-        rows = a.shape[0] // hosts
-        return jax.make_array_from_process_local_data(sharding, a[host * rows:(host + 1) * rows], a.shape)
-
-    return {k: put(v) for k, v in batch.items()}
+def sharded_batches(x: np.ndarray, y: np.ndarray, order: np.ndarray, batch_size: int, mesh: Mesh) -> Iterator[Batch]:
+    """``batches`` as global arrays: every process draws the same order (same data, same seed)
+    and gathers only the rows its own devices hold."""
+    rows = distributed.local_rows(_shardings(mesh)[1], batch_size)
+    for batch in batches(x, y, order, batch_size, rows):
+        yield shard_batch(batch, mesh, batch_size)
 
 
 def replicate(state: TrainState, mesh: Mesh) -> TrainState:
-    return jax.device_put(state, _shardings(mesh)[0])
+    """The state on every device of ``mesh``, from host copies: ``jax.device_put`` of a
+    device array onto devices of several processes builds arrays Orbax cannot save (jax 0.10.2)."""
+    replicated = _shardings(mesh)[0]
+    return jax.tree.map(lambda a: jax.make_array_from_process_local_data(replicated, np.asarray(a)), state)
 
 
 # -- evaluation ------------------------------------------------------------------------------
@@ -278,7 +286,7 @@ def _epoch_means(sums: list[dict]) -> tuple[float, float, int]:
 def evaluate(eval_fn: Callable, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int,
              mesh: Mesh) -> Evaluation:
     """Loss, accuracy and logits of ``state`` on all of (x, y), in padded fixed-size batches."""
-    results = [eval_fn(state, shard_batch(b, mesh)) for b in batches(x, y, np.arange(len(y)), batch_size)]
+    results = [eval_fn(state, b) for b in sharded_batches(x, y, np.arange(len(y)), batch_size, mesh)]
     sums, logits = zip(*jax.device_get(results))
     loss, accuracy, count = _epoch_means(list(sums))
     return Evaluation(loss, accuracy, count, np.concatenate(logits)[:len(y)])
@@ -394,18 +402,22 @@ def restore_checkpoint(manager, run_dir: str, target: TrainState, quarantine: bo
             log.warning("warning: checkpoint of epoch %d in %s is unreadable (%s); trying the previous one",
                         epoch, run_dir, unreadable[epoch])
             continue
-        if quarantine and unreadable:
-            for bad in unreadable:
-                corrupt = os.path.join(run_dir, CORRUPT_DIR, f"{bad}-{time.strftime('%Y%m%dT%H%M%S')}")
-                os.makedirs(os.path.dirname(corrupt), exist_ok=True)
-                shutil.move(os.path.join(run_dir, CHECKPOINT_DIR, str(bad)), corrupt)
-                log.warning("warning: moved the unreadable checkpoint of epoch %d to %s", bad, corrupt)
+        if quarantine and unreadable:  # once, by process 0, after every process has read the checkpoints
+            distributed.on_primary("quarantine", _quarantine, run_dir, sorted(unreadable))
             manager.reload()
         return state, meta
     if unreadable:
         raise TrainingError(f"no checkpoint in {run_dir} is readable: "
                             + "; ".join(f"epoch {e}: {why}" for e, why in unreadable.items()))
     return None
+
+
+def _quarantine(run_dir: str, epochs: list[int]) -> None:
+    for bad in epochs:
+        corrupt = os.path.join(run_dir, CORRUPT_DIR, f"{bad}-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.makedirs(os.path.dirname(corrupt), exist_ok=True)
+        shutil.move(os.path.join(run_dir, CHECKPOINT_DIR, str(bad)), corrupt)
+        log.warning("warning: moved the unreadable checkpoint of epoch %d to %s", bad, corrupt)
 
 
 def restore_run(run_dir: str) -> tuple[TrainConfig, TrainState, int]:
@@ -454,8 +466,8 @@ def train_epoch(train_fn: Callable, state: TrainState, dataset: Dataset, config:
     """One pass over the training set in the order of (seed, epoch): (state, mean loss, accuracy)."""
     sums = []
     order = epoch_order(config.seed, epoch, len(dataset.y_train))
-    for batch in batches(dataset.x_train, dataset.y_train, order, config.batch_size):
-        state, batch_sums = train_fn(state, shard_batch(batch, mesh))
+    for batch in sharded_batches(dataset.x_train, dataset.y_train, order, config.batch_size, mesh):
+        state, batch_sums = train_fn(state, batch)
         sums.append(batch_sums)  # stays on device: no sync per step
     loss, accuracy, _ = _epoch_means(jax.device_get(sums))
     return state, loss, accuracy
@@ -479,8 +491,10 @@ def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = F
     from tqdm.auto import tqdm
 
     mesh = mesh if mesh is not None else data_parallel_mesh()
-    check_batch_size(config.batch_size, mesh)
     dataset = model_inputs(dataset, config.model)
+    distributed.check_same_setup(config.to_dict(), {k: getattr(dataset, k) for k in ("x_train", "y_train", "x_test",
+                                                                                     "y_test")})
+    check_batch_size(config.batch_size, mesh)
     if (dataset.in_planes, dataset.num_classes) != (config.model.in_planes, config.model.out_length):
         raise TrainingError(f"data set {dataset.name} has {dataset.in_planes} channels and {dataset.num_classes} "
                             f"classes but the model takes {config.model.in_planes} and outputs {config.model.out_length}")
@@ -500,7 +514,7 @@ def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = F
         save_config(run_dir, config)
     history, start_epoch, resumed_from = [], 0, None
     if resume:
-        restored = restore_checkpoint(manager, run_dir, state, quarantine=True)
+        restored = restore_checkpoint(manager, run_dir, replicate(state, mesh), quarantine=True)
         if restored is None:
             log.warning("warning: %s has no readable checkpoint; starting from epoch 1", run_dir)
         else:
@@ -512,14 +526,14 @@ def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = F
 
     state, compile_seconds = replicate(state, mesh), 0.0
     if start_epoch < config.epochs:  # compiled ahead of time, once: other shapes would raise, not retrace
-        example = shard_batch(next(batches(dataset.x_train, dataset.y_train, np.arange(1), config.batch_size)), mesh)
+        example = next(sharded_batches(dataset.x_train, dataset.y_train, np.arange(1), config.batch_size, mesh))
         start = time.perf_counter()
         train_fn = jit_train_step(mesh).lower(state, example).compile()
         eval_fn = jit_eval_step(mesh).lower(state, example).compile()
         compile_seconds = time.perf_counter() - start
     schedule = make_schedule(config, steps_per_epoch)
     bar = tqdm(total=config.epochs, initial=start_epoch, desc=dataset.name, unit="epoch",
-               disable=None if progress else True)  # None: only on a terminal
+               disable=None if progress and writer else True)  # None: only on a terminal
     for epoch in range(start_epoch + 1, config.epochs + 1):
         start = time.perf_counter()
         state, train_loss, train_accuracy = train_epoch(train_fn, state, dataset, config, epoch, mesh)

@@ -13,7 +13,7 @@ over gloo, NCCL on GPUs). This module adds what the runtime leaves to the progra
   others wait for the outcome and raise the same error if it failed.
 - ``local_rows``: the rows of a global batch that this process's devices hold.
 - a heartbeat: a daemon thread bumps this process's counter in the key-value store every
-  ``heartbeat_timeout / 5`` s and watches the others'. A counter that stops for ``heartbeat_timeout``
+  ``heartbeat_timeout / 5`` s (at most 2 s) and watches the others'. A counter that stops for ``heartbeat_timeout``
   (a killed, frozen or disconnected host), a process that reports a failure, or a lost
   coordinator ends this process with one line naming the process, instead of hanging in a
   collective. JAX's own heartbeat, which aborts the process, is set to twice that plus 10 s
@@ -22,6 +22,7 @@ over gloo, NCCL on GPUs). This module adds what the runtime leaves to the progra
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
@@ -39,6 +40,7 @@ from .cli import UsageError
 
 KEY_PREFIX = "flax_resnet1d"
 HEARTBEATS_PER_TIMEOUT = 5
+MAX_HEARTBEAT_INTERVAL = 2.0  # seconds: how soon a peer's reported failure is seen
 EXIT_LOST_PROCESS = 1  # a peer died or failed mid-run: not a usage error of this process
 DEFAULT_CONNECT_TIMEOUT = 60.0
 DEFAULT_HEARTBEAT_TIMEOUT = 60.0  # generous: a compile holding the GIL must not read as a dead host
@@ -151,6 +153,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if _process_count() > 1:
         _watchdog = _Watchdog(heartbeat_timeout)
         _watchdog.start()
+        atexit.register(_watchdog.stop)  # before JAX's own shutdown (atexit runs last-registered first)
 
 
 def initialize_from_args(given: dict) -> None:
@@ -270,9 +273,15 @@ class _Watchdog(threading.Thread):
 
     def __init__(self, timeout: float):
         super().__init__(name="flax_resnet1d-heartbeat", daemon=True)
-        self.timeout, self.interval = timeout, timeout / HEARTBEATS_PER_TIMEOUT
+        self.timeout, self.interval = timeout, min(timeout / HEARTBEATS_PER_TIMEOUT, MAX_HEARTBEAT_INTERVAL)
         self.me, self.count = _process_index(), _process_count()
-        self.own_failure = threading.Event()
+        self.own_failure, self.stopping = threading.Event(), threading.Event()
+
+    def stop(self) -> None:
+        """End the thread before the interpreter does: a daemon thread still inside the runtime's
+        C++ client at exit is unwound there and aborts the process."""
+        self.stopping.set()
+        self.join(timeout=10.0)
 
     def failed(self, error: BaseException) -> None:
         """This process is failing with ``error``. A usage error is the same on every process
@@ -292,14 +301,14 @@ class _Watchdog(threading.Thread):
     def run(self) -> None:
         client = _client()
         beats, last_seen, failed_peers = 0, {}, set()
-        while True:
+        while not self.stopping.is_set():
             beats += 1
             try:
                 client.key_value_set(f"{KEY_PREFIX}/heartbeat/{self.me}", str(beats), allow_overwrite=True)
                 failures = dict(client.key_value_dir_get(f"{KEY_PREFIX}/failed/"))
                 counters = dict(client.key_value_dir_get(f"{KEY_PREFIX}/heartbeat/"))
             except Exception as e:
-                if self.own_failure.is_set():
+                if self.own_failure.is_set() or self.stopping.is_set():
                     return
                 _stop(f"lost the coordinator (process 0 of {self.count}): {str(e).splitlines()[0][:200]}")
             now = time.monotonic()
@@ -319,4 +328,4 @@ class _Watchdog(threading.Thread):
                 elif now - last_seen[peer][1] > self.timeout and not self.own_failure.is_set():
                     _stop(f"lost process {peer} of {self.count}: no heartbeat for {self.timeout:g} s "
                           "(killed, frozen or disconnected); restart every process with --resume RUN_DIR")
-            time.sleep(self.interval)
+            self.stopping.wait(self.interval)

@@ -284,12 +284,12 @@ class _Watchdog(threading.Thread):
         self.join(timeout=10.0)
 
     def failed(self, error: BaseException) -> None:
-        """This process is failing with ``error``. A usage error is the same on every process
-        (they checked the same setup) or is announced to the others, which then stop. Any other
+        """This process is failing with ``error``. A usage error (or Ctrl-C) is announced to the
+        others at once, which then stop (when they hit the same error, they exit on their own). Any other
         error in a multi-process run is most often a collective that failed because a peer
         died: wait for the heartbeat to name it (it then ends this process)."""
         client = _client()
-        if not isinstance(error, UsageError):
+        if not isinstance(error, (UsageError, KeyboardInterrupt)):
             time.sleep(self.timeout + 2 * self.interval)
         self.own_failure.set()
         try:

@@ -16,6 +16,7 @@ every process time-limited and killed in a ``finally``) on a tiny network and da
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -28,10 +29,10 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict
-from train_helpers import assert_same_state, dead_shortcut_biases, save_npz, synthetic_dataset, without_timing
+from train_helpers import (assert_same_state, corrupt_files, dead_shortcut_biases, save_npz, synthetic_dataset,
+                           without_timing)
 
 from flax_resnet1d import cli, train
 from flax_resnet1d.parity import relative_error
@@ -113,33 +114,26 @@ def cluster(log_dir: Path, argv_per_process: list[list[str]], devices_per_proces
         c.kill_all()
 
 
-def _train(log_dir: Path, argv_per_process: list[list[str]], devices_per_process: int = 1) -> None:
-    with cluster(log_dir, argv_per_process, devices_per_process) as c:
-        codes = c.wait()
-        assert codes == [0] * len(codes), "\n".join(c.output(i)[-3000:] for i in range(len(codes)))
-        assert all("Traceback" not in c.output(i) for i in range(len(codes)))
-
-
 @pytest.fixture(scope="module")
-def runs(data_dir, tmp_path_factory):
-    """Run directories, trained on first use: 'one' (1 process x 1 device), '2x1', '2x2'."""
-    root, done = tmp_path_factory.mktemp("runs"), {}
+def runs(data_dir, tmp_path_factory) -> dict[str, Path]:
+    """Run directories: 'one' (1 process x 1 device, in this process), '2x1' and '2x2'
+    (2 processes x 1 or 2 devices), trained at the same time."""
+    root = tmp_path_factory.mktemp("runs")
+    layouts = {"2x1": 1, "2x2": 2}
+    with contextlib.ExitStack() as stack:
+        clusters = {name: stack.enter_context(cluster(root / f"{name}-logs", [_train_args(data_dir, root / name)] * 2,
+                                                      devices))
+                    for name, devices in layouts.items()}
+        assert jax.device_count() == 1
+        assert cli.main(_train_args(data_dir, root / "one")) == 0
+        for name, c in clusters.items():
+            codes = c.wait()
+            assert codes == [0, 0], f"{name}: " + "\n".join(c.output(i)[-3000:] for i in range(2))
+            assert all("Traceback" not in c.output(i) for i in range(2))
+    return {name: root / name for name in ("one", *layouts)}
 
-    def get(name: str) -> Path:
-        if name not in done:
-            run_dir = root / name
-            if name == "one":  # in this process, on one device
-                assert jax.device_count() == 1
-                assert cli.main(_train_args(data_dir, run_dir)) == 0
-            else:
-                devices = {"2x1": 1, "2x2": 2}[name]
-                _train(root / f"{name}-logs", [_train_args(data_dir, run_dir)] * 2, devices)
-            done[name] = run_dir
-        return done[name]
 
-    return get
-
-
+@functools.cache  # the one-process reference is compared twice
 def _eval_json(run_dir: Path) -> dict:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -149,7 +143,7 @@ def _eval_json(run_dir: Path) -> dict:
 
 @pytest.mark.parametrize("layout", ["2x1", "2x2"])
 def test_processes_match_one_process(layout, runs):
-    one, many = runs("one"), runs(layout)
+    one, many = runs["one"], runs[layout]
     reference, metrics = train.read_metrics(str(one)), train.read_metrics(str(many))
     assert [h["epoch"] for h in metrics] == list(range(1, EPOCHS + 1))  # process 0 alone wrote them
     assert (many / train.CURVE_FILE).is_file()
@@ -169,16 +163,8 @@ def test_processes_match_one_process(layout, runs):
           f"eval losses {eval_error:.1e}; test accuracy {[h['test_accuracy'] for h in metrics]}")
     assert loss_error <= TOLERANCE and param_error <= TOLERANCE and eval_error <= TOLERANCE
     assert all(evaluation[s]["accuracy"] == reference_evaluation[s]["accuracy"] for s in ("train", "test"))
-    assert relative_error(b[("fc", "kernel")], np.zeros_like(b[("fc", "kernel")])) > 0  # trained weights
-
-
-def _corrupt_files(directory: Path) -> int:
-    """Overwrite every file under ``directory`` with random bytes of the same size."""
-    rng, count = np.random.default_rng(0), 0
-    for file in sorted(p for p in directory.rglob("*") if p.is_file()):
-        file.write_bytes(rng.integers(0, 256, max(file.stat().st_size, 16), dtype=np.uint8).tobytes())
-        count += 1
-    return count
+    initial = flatten_dict(jax.device_get(train.create_state(config, config.model.in_planes, 32, 1).params))
+    assert relative_error(b[("fc", "kernel")], initial[("fc", "kernel")]) > 1e-3  # compared after training
 
 
 def test_sigkill_one_process_then_resume_matches_uninterrupted_run(data_dir, runs, tmp_path):
@@ -205,7 +191,7 @@ def test_sigkill_one_process_then_resume_matches_uninterrupted_run(data_dir, run
     # A save cut short leaves a temporary directory (never restored); the newest complete
     # checkpoint is damaged too: process 0 alone moves it aside, the previous one is used.
     (checkpoints / f"{kept[-1] + 1}.orbax-checkpoint-tmp" / "state").mkdir(parents=True, exist_ok=True)
-    assert _corrupt_files(checkpoints / str(kept[-1]) / "state") > 0
+    assert corrupt_files(checkpoints / str(kept[-1]) / "state") > 0
     resume = ["train", "--resume", str(run_dir), "--no-progress"]
     with cluster(tmp_path / "resume-logs", [resume, resume]) as c:
         codes = c.wait()
@@ -215,7 +201,7 @@ def test_sigkill_one_process_then_resume_matches_uninterrupted_run(data_dir, run
     assert "moved the unreadable checkpoint" in outputs[0] and "moved the unreadable" not in outputs[1]
     assert len(os.listdir(run_dir / train.CORRUPT_DIR)) == 1
 
-    uninterrupted = runs("2x1")
+    uninterrupted = runs["2x1"]
     assert without_timing(train.read_metrics(str(run_dir))) == without_timing(train.read_metrics(str(uninterrupted)))
     _, state, epoch = train.restore_run(str(run_dir))
     _, reference_state, _ = train.restore_run(str(uninterrupted))

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from train_helpers import assert_same_state, synthetic_dataset, tiny_config, without_timing
+from train_helpers import assert_same_state, corrupt_files, synthetic_dataset, tiny_config, without_timing
 
 from flax_resnet1d import train
 
@@ -72,26 +72,13 @@ def test_run_directory_contents(reference):
     assert last["train_loss"] < first["train_loss"]
 
 
-def _corrupt(path: str) -> int:
-    """Overwrite every file under ``path`` with random bytes of the same size."""
-    rng, count = np.random.default_rng(0), 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            file = os.path.join(root, name)
-            size = max(os.path.getsize(file), 16)
-            with open(file, "wb") as f:
-                f.write(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
-            count += 1
-    return count
-
-
 @pytest.mark.parametrize("damage", ["array files", "whole checkpoint"])
 def test_corrupt_newest_checkpoint_falls_back_and_resumes_exactly(damage, dataset, reference, tmp_path, caplog):
     ref_dir, ref, _ = reference
     run_dir = str(tmp_path / "run")
     shutil.copytree(ref_dir, run_dir)
     newest = os.path.join(run_dir, train.CHECKPOINT_DIR, "6")
-    assert _corrupt(os.path.join(newest, "state") if damage == "array files" else newest) > 0
+    assert corrupt_files(os.path.join(newest, "state") if damage == "array files" else newest) > 0
     # What a kill during a save leaves behind: an unfinished temporary directory, never restored.
     os.makedirs(os.path.join(run_dir, train.CHECKPOINT_DIR, "5.orbax-checkpoint-tmp", "state"))
 
@@ -110,7 +97,7 @@ def test_no_readable_checkpoint_is_an_error_and_moves_nothing(dataset, reference
     run_dir = str(tmp_path / "run")
     shutil.copytree(ref_dir, run_dir)
     for epoch in ("4", "6"):
-        _corrupt(os.path.join(run_dir, train.CHECKPOINT_DIR, epoch, "state"))
+        corrupt_files(os.path.join(run_dir, train.CHECKPOINT_DIR, epoch, "state"))
     with pytest.raises(train.TrainingError, match="no checkpoint in .* is readable"):
         train.fit(tiny_config(dataset), dataset, run_dir, resume=True, progress=False)
     assert sorted(os.listdir(os.path.join(run_dir, train.CHECKPOINT_DIR))) == ["4", "6"]

@@ -3,6 +3,8 @@ and bit-exact comparisons of runs."""
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 
@@ -52,6 +54,19 @@ def save_npz(dataset: Dataset, train_path, test_path) -> None:
     """The data set as the user's files: x in MDNC's (N, C, L) layout."""
     np.savez(train_path, x=np.swapaxes(dataset.x_train, 1, 2), y=dataset.y_train)
     np.savez(test_path, x=np.swapaxes(dataset.x_test, 1, 2), y=dataset.y_test)
+
+
+def corrupt_files(path) -> int:
+    """Overwrite every file under ``path`` with random bytes of the same size."""
+    rng, count = np.random.default_rng(0), 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            file = os.path.join(root, name)
+            size = max(os.path.getsize(file), 16)
+            with open(file, "wb") as f:
+                f.write(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+            count += 1
+    return count
 
 
 def without_timing(history: list[dict]) -> list[dict]:

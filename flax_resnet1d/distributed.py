@@ -148,7 +148,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                                    initialization_timeout=max(1, round(connect_timeout)),
                                    heartbeat_timeout_seconds=round(2 * heartbeat_timeout + 10))
     except (ValueError, RuntimeError) as e:  # no cluster environment found, or JAX already in use
-        raise DistributedError(f"cannot start jax.distributed: {str(e).splitlines()[0]}") from None
+        hint = "" if coordinator else (" (--distributed found no cluster environment: SLURM, Open MPI, Kubernetes, "
+                                       "Cloud TPU; give --coordinator, --num-processes and --process-id)")
+        raise DistributedError(f"cannot start jax.distributed: {str(e).splitlines()[0]}{hint}") from None
     global _watchdog
     if _process_count() > 1:
         _watchdog = _Watchdog(heartbeat_timeout)

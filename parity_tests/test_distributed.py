@@ -9,8 +9,9 @@ every process time-limited and killed in a ``finally``) on a tiny network and da
 - SIGKILL of one process mid-run: the survivor exits non-zero within the heartbeat bound,
   naming the lost process; ``--resume`` on every process (after a half-written and a corrupt
   checkpoint were added) ends bit-identical to an uninterrupted 2-process run;
-- bad setups exit 2 with one line: unreachable coordinator, --process-id out of range,
-  processes with other arguments or data, a batch the devices do not divide.
+- bad setups exit 2 with one line: unreachable coordinator, --process-id out of range (and
+  other malformed cluster flags, a busy coordinator port), processes with other arguments or
+  data, a batch the devices do not divide, one process failing alone.
 """
 
 from __future__ import annotations
@@ -222,10 +223,21 @@ def test_unreachable_coordinator(data_dir, tmp_path):
     assert seconds < 2 + EXIT_SLACK
 
 
-def test_process_id_out_of_range(data_dir, tmp_path):
-    argv = _train_args(data_dir, tmp_path / "run", "--coordinator", "127.0.0.1:1", "--num-processes", "2",
-                       "--process-id", "2")
-    assert cli.main(argv) == 2  # checked before JAX starts: safe in this process
+@pytest.mark.parametrize("flags, message", [
+    (["--num-processes", "2", "--process-id", "2"], "--process-id 2 is out of range for --num-processes 2 (0..1)"),
+    (["--num-processes", "2"], "--coordinator, --num-processes and --process-id go together"),
+    (["--num-processes", "2", "--process-id", "0", "--coordinator", "127.0.0.1"], "is not HOST:PORT"),
+    (["--num-processes", "2", "--process-id", "0"], "process 0 cannot serve the coordinator on port"),
+], ids=["id out of range", "incomplete", "no port", "port in use"])
+def test_bad_cluster_flags(flags, message, data_dir, tmp_path, capsys):
+    with socket.socket() as busy:  # checked before JAX starts: safe in this process
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        coordinator = [] if "--coordinator" in flags or "--process-id" not in flags else [
+            "--coordinator", f"127.0.0.1:{busy.getsockname()[1]}"]
+        assert cli.main(_train_args(data_dir, tmp_path / "run", *flags, *coordinator)) == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1, error
     assert not (tmp_path / "run").exists()
 
 

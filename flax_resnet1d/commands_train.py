@@ -88,8 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     h.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
     h.add_argument("--distributed", action="store_true",
                    help="take coordinator, count and id from the cluster (SLURM, Open MPI, Kubernetes, Cloud TPU)")
-    h.add_argument("--connect-timeout", type=float, metavar="S", help="give up reaching the coordinator after S "
-                                                                      f"seconds (default {distributed.DEFAULT_CONNECT_TIMEOUT:g})")
+    h.add_argument("--connect-timeout", type=float, metavar="S",
+                   help=f"give up reaching the coordinator after S seconds (default "
+                        f"{distributed.DEFAULT_CONNECT_TIMEOUT:g})")
     h.add_argument("--heartbeat-timeout", type=float, metavar="S",
                    help="stop when another process has been silent for S seconds (default "
                         f"{distributed.DEFAULT_HEARTBEAT_TIMEOUT:g})")

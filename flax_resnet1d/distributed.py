@@ -109,8 +109,8 @@ def _wait_for_coordinator(host: str, port: int, timeout: float) -> None:
                 return
         except OSError as e:
             if time.monotonic() >= deadline:
-                raise DistributedError(f"coordinator {host}:{port} unreachable after {timeout:g} s ({e.strerror or e}); "
-                                       "start process 0 there, or check --coordinator") from None
+                raise DistributedError(f"coordinator {host}:{port} unreachable after {timeout:g} s "
+                                       f"({e.strerror or e}); start process 0 there, or check --coordinator") from None
             time.sleep(0.2)
 
 

@@ -148,7 +148,8 @@ def test_processes_match_one_process(layout, runs):
     reference, metrics = train.read_metrics(str(one)), train.read_metrics(str(many))
     assert [h["epoch"] for h in metrics] == list(range(1, EPOCHS + 1))  # process 0 alone wrote them
     assert (many / train.CURVE_FILE).is_file()
-    loss_error = max(relative_error(h[k], r[k]) for h, r in zip(metrics, reference) for k in ("train_loss", "test_loss"))
+    loss_error = max(relative_error(h[k], r[k]) for h, r in zip(metrics, reference)
+                     for k in ("train_loss", "test_loss"))
     assert [h["test_accuracy"] for h in metrics] == [h["test_accuracy"] for h in reference]
 
     config, state, epoch = train.restore_run(str(many))

@@ -79,7 +79,10 @@ def run_convert(args: argparse.Namespace) -> int:
     out_format = checkpoint_io.output_format(dst)
     if dst.exists() and src.resolve() == dst.resolve():
         raise UsageError(f"{dst}: SRC and DST are the same")
-    checkpoint_io.check_output(dst, args.overwrite)  # before reading: fail fast
+    checkpoint_io.check_output(dst, args.overwrite, inputs=(src,))  # before reading: fail fast
+    if out_format == "msgpack":
+        checkpoint_io.check_output(checkpoint_io.msgpack_config_path(dst), args.overwrite,
+                                   checkpoint_io.OWN_OUTPUTS["config"], inputs=(src,))
     config = parse_config(args.config) if args.config else None
     start = time.perf_counter()
     state_dict, config = checkpoint_io.load_checkpoint(src, args.key, args.allow_nonfinite, config)
@@ -179,11 +182,14 @@ def run_verify(args: argparse.Namespace) -> int:
 
     from .parity import check_parity
 
+    for name in ("batch", "length"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed must be in 0..2**32-1, got {args.seed}")
     state_dict, config = checkpoint_io.load_checkpoint(args.checkpoint, args.key)
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
-    if args.batch < 1:
-        raise UsageError(f"--batch must be positive, got {args.batch}")
-    shape = (args.batch, config.in_planes, args.length or default_length(config))
+    shape = (args.batch, config.in_planes, args.length if args.length is not None else default_length(config))
     try:
         config.check_input_shape(shape, channel_axis=1)
     except ValueError as e:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 
-from . import data, train
+from . import checkpoint_io, data, train
 from .cli import UsageError
 from .config import PRESETS, EncoderConfig, preset_config
 
@@ -122,7 +122,7 @@ def run_train(args: argparse.Namespace) -> int:
         dataset = data.load(spec)
         config = train.TrainConfig(model_config(given, dataset), spec,
                                    **{k: given[k] for k in TRAINING_OPTIONS if k in given})
-        prepare_run_dir(run_dir, given.get("overwrite", False))  # only once every setting is valid
+        prepare_run_dir(run_dir, given.get("overwrite", False), spec)  # only once every setting is valid
     start = time.perf_counter()
     result = train.fit(config, dataset, run_dir, resume="resume" in given, progress=not given.get("no_progress"))
     seconds = time.perf_counter() - start
@@ -138,17 +138,17 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def prepare_run_dir(run_dir: str, overwrite: bool) -> None:
-    """Refuse to mix a new run into an existing one; --overwrite replaces only a run directory."""
-    if not os.path.exists(run_dir) or (os.path.isdir(run_dir) and not os.listdir(run_dir)):
+def prepare_run_dir(run_dir: str, overwrite: bool, spec: data.DataSpec) -> None:
+    """Refuse to mix a new run into an existing one; --overwrite deletes only what a run writes
+    there, and never a directory holding the run's own data files."""
+    if os.path.isdir(run_dir) and not os.listdir(run_dir):
         return
-    if not os.path.isfile(os.path.join(run_dir, train.CONFIG_FILE)):
-        raise UsageError(f"--out {run_dir} exists and is not a run directory (no {train.CONFIG_FILE}); "
-                         "choose another --out")
-    if not overwrite:
+    if not overwrite and os.path.isdir(run_dir) and train.RUN_OUTPUT.foreign(Path(run_dir)) is None:
         raise UsageError(f"--out {run_dir} already holds a run; continue it with --resume {run_dir}, "
                          "or replace it with --overwrite")
-    shutil.rmtree(run_dir)
+    checkpoint_io.check_output(run_dir, overwrite, train.RUN_OUTPUT, inputs=data.input_files(spec))
+    if os.path.isdir(run_dir):
+        checkpoint_io.remove_own_entries(run_dir, train.RUN_OUTPUT)
 
 
 def data_spec(given: dict) -> data.DataSpec:
@@ -213,7 +213,7 @@ def run_eval(args: argparse.Namespace) -> int:
 # -- export -------------------------------------------------------------------------------------
 
 def run_export(args: argparse.Namespace) -> int:
-    from . import checkpoint_io, port
+    from . import port
 
     checkpoint_io.check_output(args.dst, args.overwrite)  # before any work
     config, state, epoch = train.restore_run(args.run_dir)

@@ -128,6 +128,11 @@ class DataSpec:
         return cls(**d)
 
 
+def input_files(spec: DataSpec) -> tuple[str, ...]:
+    """The files a run reads its data from (none for an archive set)."""
+    return tuple(path for path in (spec.source, spec.test) if path and path.endswith(".npz"))
+
+
 def load(spec: DataSpec) -> Dataset:
     if spec.source.endswith(".npz"):
         return load_npz(spec.source, spec.layout, spec.test, spec.test_fraction, spec.normalize)

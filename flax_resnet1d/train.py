@@ -35,6 +35,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from . import checkpoint_io
 from .cli import UsageError
 from .config import EncoderConfig
 from .data import Dataset, DataSpec
@@ -49,6 +50,11 @@ TIMING_KEYS = ("epoch_time_s", "step_time_ms")  # the only metrics that differ b
 
 CONFIG_FILE, METRICS_FILE, CURVE_FILE = "config.json", "metrics.jsonl", "learning_curve.png"
 CHECKPOINT_DIR, CORRUPT_DIR = "checkpoints", "corrupt_checkpoints"
+# Everything a run writes in its directory (temporaries end in .tmp-<pid>): `train --out
+# --overwrite` replaces a directory holding only these, with config.json, and nothing else.
+RUN_OUTPUT = checkpoint_io.OwnOutput("a run directory", entries=(CONFIG_FILE, METRICS_FILE, CURVE_FILE, CHECKPOINT_DIR,
+                                                                 CORRUPT_DIR, "*.tmp-*"), required=CONFIG_FILE,
+                                     makes_parents=True)
 
 TrainState = train_state.TrainState  # step, apply_fn, params, tx, opt_state
 Batch = dict[str, Any]  # x (B, L, C), y (B,) int32, mask (B,) float32: 0 marks padding rows

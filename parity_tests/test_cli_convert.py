@@ -158,7 +158,7 @@ BAD_SOURCES = {
                        r"1 shape mismatches: fc.weight: checkpoint \(3, 5\) vs expected \(3, 8\)$"),
     "NaN weights": (_with(_set("netbody.2.conv_scale.conv1.1.weight", np.nan)),
                     r"non-finite weights in 1 tensors: netbody.2.conv_scale.conv1.1.weight \(1 NaN, 0 Inf\); "
-                    r"refused \(--allow-nonfinite"),
+                    r"refused \(`flax-resnet1d convert --allow-nonfinite`"),
     "Inf weights": (_with(_set("fc.bias", -np.inf)), r"non-finite weights in 1 tensors: fc.bias \(0 NaN, 1 Inf\)"),
     "training dict without a state dict": (_no_state_dict, r"no EncoderNet1d state dict among its entries: "
                                                            r"'epoch' \(an int\), 'optimizer' \(a dict of 2 entries\)"),
@@ -393,26 +393,26 @@ def test_module_entry_point_reports_bad_input_in_one_line(tmp_path, build, messa
 def test_ctrl_c_during_convert_exits_130_without_output(tmp_path, capsys, monkeypatch):
     src = write_checkpoint(tmp_path / "model.msgpack", small_state_dict(seed=31))
 
-    def interrupted(obj, f, *args, **kwargs):
-        Path(f).write_bytes(b"\0" * 100)
+    def interrupted(path, data):
+        Path(path).write_bytes(data[:100])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(torch, "save", interrupted)
+    monkeypatch.setattr(checkpoint_io, "write_file", interrupted)
     code, out, err = run_cli(capsys, "convert", src, tmp_path / "out.pt")
     assert (code, out, err) == (130, "", "flax-resnet1d convert: interrupted\n")
     assert not (tmp_path / "out.pt").exists() and leftovers(tmp_path) == []
 
 
 KILLED_MIDWAY = """
-import os, signal, sys, torch
-from flax_resnet1d import cli
+import os, signal, sys
+from flax_resnet1d import checkpoint_io, cli
 
-def write_half_then_die(obj, f, *args, **kwargs):
-    with open(f, "wb") as out:
-        out.write(b"\\0" * 1000)
+def write_half_then_die(path, data):
+    with open(path, "wb") as out:
+        out.write(data[:len(data) // 2])
     os.kill(os.getpid(), signal.SIGKILL)
 
-torch.save = write_half_then_die
+checkpoint_io.write_file = write_half_then_die
 cli.main(["convert", *sys.argv[1:]])
 """
 

@@ -298,7 +298,8 @@ def check_classes(path: str, y_train: np.ndarray) -> int:
 
 def float32_inputs(path: str, normalization: Normalization, x: np.ndarray) -> np.ndarray:
     """Normalized float32 inputs; refused if float32 cannot hold them (huge values with ``none``)."""
-    out = normalization(x).astype(np.float32)
+    with np.errstate(over="ignore"):  # reported below
+        out = normalization(x).astype(np.float32)
     if not np.isfinite(out).all():
         raise DataError(f"{path}: x has values up to {np.max(np.abs(x)):.3g}, beyond float32's range with "
                         f"--normalize {normalization.how}; rescale them or normalize with series/channel")

@@ -25,12 +25,15 @@ from .model import from_config
 # max|a-b| / max|b| bounds: outputs and gradients, per dtype (CPU).
 TOLERANCES = {"float64": {"output": 1e-12, "grad": 1e-12}, "float32": {"output": 1e-5, "grad": 1e-4}}
 # With a float64 reference at hand (``flax-resnet1d verify``), a float32 bound is the larger of
-# TOLERANCES and this many times the reference's own float32 error against its float64 result:
-# where a network is ill-conditioned (deep, fresh initialisation, short final maps), no float32
-# implementation meets the fixed bound, and the float64 comparison (1e-12) is the one that
-# proves the port. Flax's float32 error against float64 is at most ~1.x times torch's across the
-# parity grid and the presets (README, "Converting checkpoints"), so their difference is at most
-# ~2.x times torch's error; 3 leaves a margin.
+# TOLERANCES and this many times the reference's own float32 error against its float64 result.
+# Freshly initialised deep networks are ill-conditioned: for encnet62 (seed 0, L=256, B=2)
+# PyTorch's float32 input gradient is 1.2e-2 away from its float64 one while Flax's is 3e-6
+# away, so the two float32 results differ by the reference's own error and no fixed bound
+# holds; the float64 comparison (1e-12) is what proves the port there. Across the parity grid
+# (16 configurations, seeds 0 and 1) and the fresh presets (B 1 and 2, seeds 0 and 1), wherever
+# the scaled bound exceeds the fixed one, Flax's float32 error against float64 was at most 1.0
+# times PyTorch's and the two float32 results differed by at most 1.5 times it
+# (benchmarks/verify_tolerance.py); 3 leaves a margin over the triangle inequality's 2.
 REFERENCE_ERROR_FACTOR = 3
 
 

@@ -411,3 +411,20 @@ def test_scaled_float32_tolerance_still_fails_a_broken_port():
                             ours.grads)
     failed = [r.quantity for r in parity.compare(broken, ref32, "float32", exact=ref64) if not r.passed]
     assert failed == ["grad input"]
+
+
+def test_a_corrupt_newest_checkpoint_costs_one_warning_line(tmp_path, capsys, user_data):
+    """In a real process, where Orbax's worker threads print whatever nothing catches."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    assert run(capsys, "train", "--dataset", user_data / "train.npz", "--test-data", user_data / "test.npz",
+               *TINY_MODEL, "--epochs", "2", "--ckpt-every", "1", "--out", run_dir)[0] == 0
+    for file in (run_dir / "checkpoints" / "2" / "state").rglob("*"):
+        if file.is_file():
+            file.write_bytes(np.random.default_rng(0).integers(0, 256, max(file.stat().st_size, 16), np.uint8).tobytes())
+    done = subprocess.run([sys.executable, "-m", "flax_resnet1d", "eval", str(run_dir)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "checkpoint of epoch 1/2" in done.stdout
+    assert len(done.stderr.splitlines()) == 1 and "checkpoint of epoch 2 in" in done.stderr, done.stderr

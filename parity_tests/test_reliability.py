@@ -428,3 +428,22 @@ def test_a_corrupt_newest_checkpoint_costs_one_warning_line(tmp_path, capsys, us
     assert done.returncode == 0, done.stderr
     assert "checkpoint of epoch 1/2" in done.stdout
     assert len(done.stderr.splitlines()) == 1 and "checkpoint of epoch 2 in" in done.stderr, done.stderr
+
+
+def test_hostile_pt_files_are_refused_with_a_way_out(tmp_path, capsys):
+    """A deflate bomb is refused before inflating; a whole pickled network gets the recipe for
+    its state_dict() (and is never unpickled)."""
+    import zipfile
+
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * (64 << 20))
+    assert bomb.stat().st_size < 1 << 20
+    assert_one_line_exit_2(run(capsys, "convert", bomb, tmp_path / "out"),
+                           r"bomb.pt: refused: entry archive/data.pkl would inflate from [\d,]+ to 67,108,864 bytes")
+    whole = tmp_path / "whole.pt"
+    torch.save(torch_ref.from_config(SMALL_CONFIG), whole)
+    assert_one_line_exit_2(run(capsys, "convert", whole, tmp_path / "out"),
+                           r"whole.pt: refused: .*nothing was executed\. .*torch.save\(torch.load\(path, "
+                           r"weights_only=False\).state_dict\(\), 'state_dict.pt'\)")
+    assert not (tmp_path / "out").exists()

@@ -657,12 +657,22 @@ def _tree_map(fn: Callable, tree: Mapping) -> dict:
 
 def write_file(path: str | os.PathLike, data: bytes) -> None:
     """Write and fsync ``data``: a complete file on disk, or an OSError."""
-    try:
+    with errors_named(path):
         with open(path, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-    except OSError as e:  # a failed write() names no file
+
+
+@contextlib.contextmanager
+def errors_named(path: str | os.PathLike, temporary: str | os.PathLike | None = None) -> Iterator[None]:
+    """An OSError raised in the block names the user's ``path`` where it would name no file (a
+    failed ``write()``) or our ``temporary`` (any path starting with it)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None and (temporary is None or not str(e.filename).startswith(str(temporary))):
+            raise
         raise OSError(e.errno, e.strerror, str(path)) from None
 
 
@@ -766,19 +776,14 @@ def _atomic_output(path: Path, overwrite: bool, own: OwnOutput | None = None) ->
     check_output(path, overwrite, own)
     # The temporary is a path inside a private hidden directory: writers (Orbax among them)
     # create it themselves, and one rmtree removes whatever they left.
-    name = path.name.encode()[:_HOLDER_NAME_BYTES].decode(errors="ignore")
-    try:
-        holder = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=path.parent))
-    except OSError as e:
-        raise OSError(e.errno, e.strerror, str(path)) from None
+    prefix = "." + path.name.encode()[:_HOLDER_NAME_BYTES].decode(errors="ignore") + "."
+    with errors_named(path, path.parent / prefix):
+        holder = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
     _TEMPORARIES.add(holder)
     try:
-        try:
+        with errors_named(path, holder):
             yield holder / "new"
             _replace(holder / "new", path, overwrite, holder / "old")
-        except OSError as e:
-            inside = e.filename is None or str(e.filename).startswith(str(holder))
-            raise OSError(e.errno, e.strerror, str(path) if inside else e.filename) from None
     finally:
         _remove_temporary(holder)
 

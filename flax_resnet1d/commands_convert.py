@@ -218,12 +218,12 @@ def run_verify(args: argparse.Namespace) -> int:
                        [(label, r.dtype, r.quantity + (f" ({r.worst})" if r.worst else ""), f"{r.abs_err:.2e}",
                          f"{r.rel_err:.2e}", f"{r.tol:.1e}", r.basis, "PASS" if r.passed else "FAIL")
                         for label, r in rows]))
-    print(f"tolerance from: fixed = {_fixed_bounds()}; {REFERENCE_ERROR_FACTOR}x ref error = {REFERENCE_ERROR_FACTOR} "
-          "times PyTorch's own float32 error against its float64 result, where that is larger (an ill-conditioned "
-          "network: the float64 rows prove the port)")
     failed = sum(not r.passed for _, r in rows)
     print(f"FAIL: {failed} of {len(rows)} comparisons exceed the tolerance" if failed
           else f"PASS: all {len(rows)} comparisons within tolerance")
+    print(f"tolerance from: fixed = {_fixed_bounds()}; {REFERENCE_ERROR_FACTOR}x ref error = {REFERENCE_ERROR_FACTOR} "
+          "times PyTorch's own float32 error against its float64 result, where that is larger (an ill-conditioned "
+          "network: the float64 rows prove the port)")
     return 1 if failed else 0
 
 

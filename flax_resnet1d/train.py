@@ -326,21 +326,19 @@ def atomic_write_text(path: str, text: str) -> None:
     """Write through a temporary beside ``path``; an OSError names ``path``, never the temporary."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        checkpoint_io.write_file(tmp, text.encode())
-        os.replace(tmp, path)
-    except OSError as e:
+        with checkpoint_io.errors_named(path, tmp):
+            checkpoint_io.write_file(tmp, text.encode())
+            os.replace(tmp, path)
+    except OSError:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise OSError(e.errno, e.strerror, path) from None
+        raise
 
 
 def append_text(path: str, text: str) -> None:
-    try:
-        with open(path, "a") as f:
-            f.write(text)
-            f.flush()
-    except OSError as e:  # a failed write() names no file
-        raise OSError(e.errno, e.strerror, path) from None
+    with checkpoint_io.errors_named(path), open(path, "a") as f:
+        f.write(text)
+        f.flush()
 
 
 def save_config(run_dir: str, config: TrainConfig) -> None:
@@ -480,12 +478,13 @@ def plot_learning_curve(history: list[dict], path: str, title: str) -> None:
     fig.tight_layout()
     tmp = f"{path}.tmp-{os.getpid()}.png"
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    except OSError as e:
+        with checkpoint_io.errors_named(path, tmp):
+            fig.savefig(tmp, dpi=100)
+            os.replace(tmp, path)
+    except OSError:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise OSError(e.errno, e.strerror, path) from None
+        raise
     finally:
         plt.close(fig)
 

@@ -447,3 +447,9 @@ def test_hostile_pt_files_are_refused_with_a_way_out(tmp_path, capsys):
                            r"whole.pt: refused: .*nothing was executed\. .*torch.save\(torch.load\(path, "
                            r"weights_only=False\).state_dict\(\), 'state_dict.pt'\)")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_diverging_run_stops_with_one_line(tmp_path, capsys, user_data):
+    assert_one_line_exit_2(run(capsys, "train", "--dataset", user_data / "train.npz", *TINY_MODEL, "--optimizer", "sgd",
+                               "--lr", "1e30", "--schedule", "constant", "--epochs", "3", "--out", tmp_path / "run"),
+                           r"the training loss is (nan|inf) in epoch 1: the run diverged \(lr 1e\+30, sgd\)")

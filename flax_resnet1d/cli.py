@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 # Modules that register sub-commands, in --help order.
 COMMAND_MODULES: tuple[str, ...] = ("commands_convert", "commands_train")
@@ -44,11 +46,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     from .port import CheckpointError
 
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so temporaries are removed on that exit path too
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         return int(args.func(args) or 0)
     except (UsageError, CheckpointError) as e:
         print(f"flax-resnet1d {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"flax-resnet1d {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"flax-resnet1d {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -58,6 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"flax-resnet1d {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, as Ctrl-C is (every ``finally`` and cleanup runs)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 def describe_os_error(error: OSError) -> str:

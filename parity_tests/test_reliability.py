@@ -454,3 +454,20 @@ def test_a_diverging_run_stops_with_one_line(tmp_path, capsys, user_data):
     assert_one_line_exit_2(run(capsys, "train", "--dataset", user_data / "train.npz", *TINY_MODEL, "--optimizer", "sgd",
                                "--lr", "1e30", "--schedule", "constant", "--epochs", "3", "--out", tmp_path / "run"),
                            r"the training loss is (nan|inf) in epoch 1: the run diverged \(lr 1e\+30, sgd\)")
+
+
+@pytest.mark.parametrize("dst_name", ["out.pt", "out_orbax"])
+def test_sigterm_during_convert_removes_the_temporary(tmp_path, capsys, monkeypatch, dst_name):
+    """`kill` unwinds like Ctrl-C: exit 143, no output, no hidden temporary."""
+    src = write_checkpoint(tmp_path / "model.msgpack", small_state_dict(seed=4))
+    write_file = checkpoint_io.write_file
+
+    def killed(path, data):
+        write_file(path, data[:10])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(checkpoint_io, "write_file", killed)  # Orbax: the config.json written after the arrays
+    handler = signal.getsignal(signal.SIGTERM)
+    assert run(capsys, "convert", src, tmp_path / dst_name) == (143, "", "flax-resnet1d convert: terminated\n")
+    assert not (tmp_path / dst_name).exists() and leftovers(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) is handler  # the caller's handler is back

@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_key_argument(convert)
     convert.add_argument("--dtype", choices=checkpoint_io.CAST_DTYPES,
                          help="cast the weights on export (default: as read; float16/bfloat16 are read as float32)")
-    convert.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    convert.add_argument("--overwrite", action="store_true",
+                         help="replace DST if it exists and flax-resnet1d wrote it (refused otherwise)")
     convert.add_argument("--allow-nonfinite", action="store_true", help="accept NaN/Inf weights")
     convert.set_defaults(func=run_convert)
 

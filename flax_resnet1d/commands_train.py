@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where = p.add_argument_group("run directory").add_mutually_exclusive_group(required=True)
     where.add_argument("--out", metavar="RUN_DIR", help="directory of a new run")
     where.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest readable checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="with --out: replace an existing run directory")
+    p.add_argument("--overwrite", action="store_true", help="with --out: replace a run directory that train wrote (nothing else)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     d = p.add_argument_group("data")
@@ -99,7 +99,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     f"accuracy exactly and the logits to {TORCH_CHECK_TOLERANCE:g}; exit 1 if not.")
     x.add_argument("run_dir", metavar="RUN_DIR")
     x.add_argument("dst", metavar="DST", help=".pt/.pth or .safetensors, written atomically")
-    x.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    x.add_argument("--overwrite", action="store_true",
+                   help="replace DST if it exists and is a state dict file (refused otherwise)")
     x.add_argument("--no-check", action="store_true", help="skip the PyTorch check")
     x.set_defaults(func=run_export)
 

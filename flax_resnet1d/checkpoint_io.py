@@ -702,7 +702,7 @@ class OwnOutput:
         if not self.entries:
             if not path.is_file():
                 return "it is a directory" if path.is_dir() else "it is not a regular file"
-            kind = _sniff(path)
+            kind = "config" if "config" in self.contents and _reads_as_config(path) else _sniff(path)
             return None if kind in self.contents else f"it {_CONTENT[kind]}"
         if not path.is_dir():
             return "it is a file, not a directory"
@@ -721,7 +721,7 @@ OWN_OUTPUTS = {
     "safetensors": OwnOutput("a safetensors file", contents=("safetensors", "empty")),
     "msgpack": OwnOutput("a Flax msgpack file", contents=("msgpack", "empty")),
     "orbax": OwnOutput("an Orbax checkpoint directory", entries=ORBAX_ENTRIES, required="_METADATA"),
-    "config": OwnOutput("a config file", contents=("text", "empty")),  # beside a .msgpack
+    "config": OwnOutput("a config file", contents=("config", "empty")),  # beside a .msgpack
 }
 
 
@@ -749,6 +749,14 @@ def check_output(path: str | os.PathLike, overwrite: bool, own: OwnOutput | None
     for source in inputs:
         if resolved == Path(source).resolve() or resolved in Path(source).resolve().parents:
             raise CheckpointError(f"{path}: not replaced: it holds the input {source}")
+
+
+def _reads_as_config(path: Path) -> bool:
+    try:
+        EncoderConfig.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False
+    return True
 
 
 def remove_own_entries(path: str | os.PathLike, own: OwnOutput) -> None:

@@ -101,6 +101,8 @@ FOREIGN_DESTINATIONS = {  # DST name -> what is there before `convert SRC DST --
     "model.msgpack": (lambda p: p.write_text("a text file"), r"model.msgpack: exists and is not a Flax msgpack"),
     "side.msgpack": (lambda p: p.with_suffix(".config.json").write_bytes(bytes(range(256))),
                      r"side.config.json: exists and is not a config file"),
+    "notes.msgpack": (lambda p: p.with_suffix(".config.json").write_text('{"my": "settings"}'),
+                      r"notes.config.json: exists and is not a config file .*it is a text file"),
 }
 
 

@@ -23,7 +23,12 @@ Only numpy is imported here; torch, flax and orbax are imported when a format ne
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import dataclasses
+import errno
+import fnmatch
+import io
 import json
 import logging
 import os
@@ -53,10 +58,17 @@ ORBAX_SUFFIX = ".orbax"  # optional; a name without a suffix is an Orbax directo
 CONFIG_NAME = "config.json"  # inside an Orbax checkpoint directory
 HALF_DTYPES = ("float16", "bfloat16")
 CAST_DTYPES = ("float32", "float64", "float16", "bfloat16")
+WEIGHT_DTYPES = ("float16", "bfloat16", "float32", "float64")  # what a checkpoint's weights may be
 FORMAT_NAMES = {"torch": "a PyTorch checkpoint", "safetensors": "a safetensors file",
                 "msgpack": "a Flax msgpack file", "orbax": "an Orbax checkpoint directory"}
 TORCH_FORMATS = ("torch", "safetensors")  # MDNC state dicts
 FLAX_FORMATS = ("orbax", "msgpack")  # Flax variables + config
+# Top-level entries of an Orbax checkpoint directory (Orbax's own, plus our config.json).
+ORBAX_ENTRIES = ("_CHECKPOINT_METADATA", "_METADATA", "_sharding", "commit_success.txt", "manifest.ocdbt", "d",
+                 "ocdbt.process_*", "array_metadatas", "descriptor", CONFIG_NAME)
+# A torch zip entry may inflate at most this much: torch.save stores entries uncompressed, and
+# float weights never deflate 10x, so a higher ratio is a decompression bomb, refused unread.
+MAX_ZIP_EXPANSION = 10
 
 # What a file's first bytes say it is (see _sniff), as the predicate of an error message.
 _CONTENT = {
@@ -235,6 +247,7 @@ def _torch_load(path: Path) -> Any:
         import torch
     except ImportError:
         raise CheckpointError(f"{path}: reading PyTorch files needs torch: pip install 'flax-resnet1d[torch]'") from None
+    _check_zip_expansion(path)
     try:
         with warnings.catch_warnings():  # e.g. about pickle protocols: the outcome is what matters
             warnings.simplefilter("ignore")
@@ -245,11 +258,26 @@ def _torch_load(path: Path) -> Any:
             detail = f" ({needed.group(1)})" if needed else ""
             raise CheckpointError(
                 f"{path}: refused: unpickling it needs Python objects other than tensors and plain containers"
-                f"{detail}; nothing was executed. Save a state_dict() rather than whole objects"
+                f"{detail}; nothing was executed. If it is a whole pickled network (torch.save(net)) from a "
+                "source you trust, load it where its original code is importable and save its weights: "
+                "torch.save(torch.load(path, weights_only=False).state_dict(), 'state_dict.pt')"
             ) from None
         raise CheckpointError(f"{path}: corrupt PyTorch checkpoint ({_first_line(e)})") from None
     except Exception as e:  # torch raises RuntimeError, OSError, EOFError, struct.error ... on bad bytes
         raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint ({_first_line(e)})") from None
+
+
+def _check_zip_expansion(path: Path) -> None:
+    """Refuse a zip entry that would inflate more than MAX_ZIP_EXPANSION times (before reading it)."""
+    if not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as archive:
+        for entry in archive.infolist():
+            if entry.compress_type != zipfile.ZIP_STORED and entry.file_size > MAX_ZIP_EXPANSION * max(
+                    entry.compress_size, 1):
+                raise CheckpointError(
+                    f"{path}: refused: entry {entry.filename} would inflate from {entry.compress_size:,} to "
+                    f"{entry.file_size:,} bytes (more than {MAX_ZIP_EXPANSION}x; torch.save does not compress)")
 
 
 def _safetensors_load(path: Path) -> dict[str, np.ndarray]:
@@ -319,10 +347,12 @@ def _describe(value: Any) -> str:
 
 
 def _to_float_arrays(path: Path, items) -> dict[str, np.ndarray]:
-    """numpy arrays; float16/bfloat16 cast to float32, with a notice."""
+    """numpy arrays; float16/bfloat16 cast to float32, with a notice; other dtypes refused."""
     out, cast = {}, {}
     for name, value in items:
         dtype = str(value.dtype).removeprefix("torch.")
+        if dtype not in HALF_DTYPES:
+            check_weight_dtypes(path, {name: value})
         array = port.as_numpy(value)
         if dtype in HALF_DTYPES:
             array = array.astype(np.float32, copy=False)
@@ -334,6 +364,18 @@ def _to_float_arrays(path: Path, items) -> dict[str, np.ndarray]:
     return out
 
 
+def check_weight_dtypes(path: str | os.PathLike, arrays: Mapping[Any, Any]) -> None:
+    """Weights are real floating point: an integer, boolean or complex tensor is refused by name
+    (torch's integer BatchNorm counter ``num_batches_tracked`` excepted)."""
+    for name, a in arrays.items():
+        name = "/".join(name) if isinstance(name, tuple) else name
+        dtype = str(a.dtype).removeprefix("torch.")
+        if dtype in WEIGHT_DTYPES or (name.endswith("num_batches_tracked") and "int" in dtype):
+            continue
+        raise CheckpointError(f"{path}: {name} has dtype {dtype}; weights must be floating point "
+                              f"({'/'.join(WEIGHT_DTYPES)})")
+
+
 def _check_finite(path: Path, arrays: Mapping[str, np.ndarray], allow_nonfinite: bool) -> None:
     bad = []
     for name, a in arrays.items():
@@ -342,7 +384,7 @@ def _check_finite(path: Path, arrays: Mapping[str, np.ndarray], allow_nonfinite:
     if bad and not allow_nonfinite:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise CheckpointError(f"{path}: non-finite weights in {len(bad)} tensors: {', '.join(bad[:5])}{more}; "
-                              "refused (--allow-nonfinite / allow_nonfinite=True accepts them)")
+                              "refused (`flax-resnet1d convert --allow-nonfinite`, or allow_nonfinite=True, accepts them)")
     if bad:
         log.warning("%s: non-finite weights in %d tensors, accepted", path, len(bad))
 
@@ -414,36 +456,11 @@ def _read_config(path: Path) -> EncoderConfig:
 def _orbax_load(path: Path) -> Any:
     if not any((path / name).exists() for name in ("_METADATA", "_CHECKPOINT_METADATA")):
         raise CheckpointError(f"{path}: is a directory but not an Orbax checkpoint (no _METADATA file)")
-    _drop_failed_restore_noise()
     try:
-        with _orbax_checkpointer() as checkpointer:
+        with quiet_orbax_failures(), _orbax_checkpointer() as checkpointer:
             return checkpointer.restore(path.resolve())
     except Exception as e:  # tensorstore/orbax raise many kinds on missing or corrupt files
         raise CheckpointError(f"{path}: corrupt or incomplete Orbax checkpoint ({_first_line(e)})") from None
-
-
-def _drop_failed_restore_noise() -> None:
-    """Keep a failed Orbax restore to its one error.
-
-    Orbax reads all arrays concurrently; when one read fails it closes its event loop while
-    tensorstore still finishes the others. Later, their callbacks hit the closed loop
-    ("Exception ignored ... Event loop is closed") and their tasks are collected with errors
-    nobody retrieved ("Task exception was never retrieved"), both printed on stderr, some after
-    restore has returned. Installed once, before the first restore: drops exactly those two.
-    """
-    previous = sys.unraisablehook
-    if getattr(previous, "drops_orbax_noise", False):
-        return
-
-    def unraisablehook(unraisable):
-        if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
-            previous(unraisable)
-
-    unraisablehook.drops_orbax_noise = True
-    sys.unraisablehook = unraisablehook
-    logging.getLogger("asyncio").addFilter(
-        lambda record: not (record.getMessage() == "Task exception was never retrieved" and record.exc_info
-                            and "tensorstore_spec" in str(record.exc_info[1])))
 
 
 def _msgpack_load(path: Path) -> Any:
@@ -502,18 +519,22 @@ def write_state_dict(path: str | os.PathLike, state_dict: Mapping[str, Any], ove
     if fmt not in TORCH_FORMATS:
         raise CheckpointError(f"{path}: a state dict is written as .pt/.pth or .safetensors, not {FORMAT_NAMES[fmt]}")
     arrays = cast_arrays(port.strip_prefix(state_dict), dtype)
+    check_weight_dtypes(path, arrays)
     _checked(path, port.infer_config, arrays)
+    if fmt == "torch":
+        data = _torch_bytes(path, arrays)
+    else:
+        import safetensors.numpy
+
+        data = safetensors.numpy.save(arrays, metadata={"format": "pt"})
     with _atomic_output(path, overwrite) as tmp:
-        if fmt == "torch":
-            _torch_save(arrays, tmp)
-        else:
-            import safetensors.numpy
-
-            safetensors.numpy.save_file(arrays, str(tmp), metadata={"format": "pt"})
-        _fsync(tmp)
+        write_file(tmp, data)
 
 
-def _torch_save(arrays: Mapping[str, np.ndarray], path: Path) -> None:
+def _torch_bytes(path: Path, arrays: Mapping[str, np.ndarray]) -> bytes:
+    """``torch.save`` of the arrays as tensors, in memory: the file itself is written by
+    ``write_file``, so a full disk is an OSError naming it (torch's writer reports only
+    "unexpected pos ...")."""
     try:
         import torch
     except ImportError:
@@ -527,7 +548,9 @@ def _torch_save(arrays: Mapping[str, np.ndarray], path: Path) -> None:
     with warnings.catch_warnings():  # read-only arrays (msgpack, Orbax) are fine: torch.save only reads
         warnings.filterwarnings("ignore", "The given NumPy array is not writable")
         tensors = {k: tensor(a) for k, a in arrays.items()}
-    torch.save(tensors, path)
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    return buffer.getvalue()
 
 
 def save_flax(path: str | os.PathLike, variables: Mapping, config: EncoderConfig | dict,
@@ -541,23 +564,82 @@ def save_flax(path: str | os.PathLike, variables: Mapping, config: EncoderConfig
         raise CheckpointError(f"{path}: Flax variables are written as an Orbax directory or .msgpack, "
                               f"not {FORMAT_NAMES[fmt]}")
     params = _tree_map(np.asarray, _device_get(variables.get("params", variables)))
+    check_weight_dtypes(path, dict(port.flatten_tree(params)))
     # Every key and shape against the config, through the port's own check, on zero-stride
     # stand-ins of the leaves: its layout transposes then cost nothing.
     port.flax_to_torch(_tree_map(lambda a: np.broadcast_to(np.zeros((), a.dtype), a.shape), params), config)
-    config_json = json.dumps(config.to_dict(), indent=2) + "\n"
+    config_json = (json.dumps(config.to_dict(), indent=2) + "\n").encode()
     if fmt == "orbax":
         with _atomic_output(path, overwrite) as tmp:
-            with _orbax_checkpointer() as checkpointer:
-                checkpointer.save(tmp.resolve(), {"params": params})
-            (tmp / CONFIG_NAME).write_text(config_json)
+            _orbax_save(path, tmp, {"params": params})
+            write_file(tmp / CONFIG_NAME, config_json)
         return
     from flax import serialization
 
     config_path = msgpack_config_path(path)
-    with _atomic_output(path, overwrite) as tmp, _atomic_output(config_path, overwrite) as tmp_config:
-        tmp.write_bytes(serialization.msgpack_serialize({"params": params}))
-        tmp_config.write_text(config_json)
-        _fsync(tmp)
+    data = serialization.msgpack_serialize({"params": params})
+    with (_atomic_output(path, overwrite) as tmp,
+          _atomic_output(config_path, overwrite, OWN_OUTPUTS["config"]) as tmp_config):
+        write_file(tmp, data)
+        write_file(tmp_config, config_json)
+
+
+def _orbax_save(path: Path, tmp: Path, tree: Mapping) -> None:
+    try:
+        with quiet_orbax_failures(), _orbax_checkpointer() as checkpointer:
+            checkpointer.save(tmp.resolve(), tree)
+    except Exception as e:  # tensorstore reports OS errors inside its own exception types
+        raise as_os_error(e, path) from None
+
+
+# strerror -> errno of the OS errors a write can meet, to recognise them inside library messages.
+_WRITE_ERRNOS = {os.strerror(code): code for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS,
+                                                      errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ENOTDIR,
+                                                      errno.EIO)}
+
+
+def as_os_error(error: BaseException, path: str | os.PathLike) -> Exception:
+    """A library's write failure as an OSError at the user's ``path`` when its message names an OS
+    error (tensorstore, Orbax), else a CheckpointError with its first line."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return OSError(error.errno, error.strerror, str(path))
+    text = str(error)
+    for strerror, code in _WRITE_ERRNOS.items():
+        if strerror.lower() in text.lower():
+            return OSError(code, strerror, str(path))
+    return CheckpointError(f"{path}: writing failed ({_first_line(error)})")
+
+
+@contextlib.contextmanager
+def quiet_orbax_failures() -> Iterator[None]:
+    """Keep a failed Orbax read or write to the one error it raises.
+
+    While the block runs, Orbax's own error logs (each failing worker thread logs the whole
+    traceback through absl) are held back. And Orbax reads and writes all arrays concurrently;
+    when one fails it closes its event loop while tensorstore still finishes the others. Later,
+    their callbacks hit the closed loop ("Exception ignored ... Event loop is closed") and their
+    tasks are collected with errors nobody retrieved ("Task exception was never retrieved"),
+    both printed on stderr, some after the call has returned: hooks installed once drop exactly
+    those two.
+    """
+    previous = sys.unraisablehook
+    if not getattr(previous, "drops_orbax_noise", False):
+        def unraisablehook(unraisable):
+            if not (isinstance(unraisable.exc_value, RuntimeError)
+                    and str(unraisable.exc_value) == "Event loop is closed"):
+                previous(unraisable)
+
+        unraisablehook.drops_orbax_noise = True
+        sys.unraisablehook = unraisablehook
+        logging.getLogger("asyncio").addFilter(
+            lambda record: not (record.getMessage() == "Task exception was never retrieved" and record.exc_info
+                                and "tensorstore" in str(record.exc_info[1]).lower()))
+    absl = logging.getLogger("absl")
+    level, absl.level = absl.level, logging.CRITICAL
+    try:
+        yield
+    finally:
+        absl.level = level
 
 
 def _device_get(tree: Mapping) -> Mapping:
@@ -573,44 +655,160 @@ def _tree_map(fn: Callable, tree: Mapping) -> dict:
     return {k: _tree_map(fn, v) if isinstance(v, Mapping) else fn(v) for k, v in tree.items()}
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def check_output(path: str | os.PathLike, overwrite: bool) -> None:
-    """Refuse an existing output unless ``overwrite``, and a missing output directory."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise CheckpointError(f"{path}: already exists; pass --overwrite (overwrite=True) to replace it")
-    if not path.parent.is_dir():
-        raise CheckpointError(f"{path}: output directory {path.parent} does not exist")
+def write_file(path: str | os.PathLike, data: bytes) -> None:
+    """Write and fsync ``data``: a complete file on disk, or an OSError."""
+    with errors_named(path):
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 @contextlib.contextmanager
-def _atomic_output(path: Path, overwrite: bool) -> Iterator[Path]:
+def errors_named(path: str | os.PathLike, temporary: str | os.PathLike | None = None) -> Iterator[None]:
+    """An OSError raised in the block names the user's ``path`` where it would name no file (a
+    failed ``write()``) or our ``temporary`` (any path starting with it)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None and (temporary is None or not str(e.filename).startswith(str(temporary))):
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from None
+
+
+# -- what --overwrite may replace ------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class OwnOutput:
+    """What one of our writers leaves at its output path; ``--overwrite`` replaces nothing else.
+
+    A file is recognised by its content (``_sniff`` kinds), a directory by the exact set of
+    top-level names the writer creates (fnmatch patterns) and one name every such directory has
+    (an empty directory qualifies: nothing is lost).
+    """
+
+    what: str
+    contents: tuple[str, ...] = ()
+    entries: tuple[str, ...] = ()
+    required: str = ""
+    makes_parents: bool = False  # creates missing parent directories
+
+    def owns(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.entries)
+
+    def foreign(self, path: Path) -> str | None:
+        """Why ``path`` is not such an output, or None if it is one (or empty: nothing to lose)."""
+        if path.is_symlink():
+            return "it is a symbolic link"
+        if not self.entries:
+            if not path.is_file():
+                return "it is a directory" if path.is_dir() else "it is not a regular file"
+            kind = "config" if "config" in self.contents and _reads_as_config(path) else _sniff(path)
+            return None if kind in self.contents else f"it {_CONTENT[kind]}"
+        if not path.is_dir():
+            return "it is a file, not a directory"
+        names = sorted(os.listdir(path))
+        other = [name for name in names if not self.owns(name)]
+        if other:
+            more = f" and {len(other) - 3} more" if len(other) > 3 else ""
+            return f"it holds {', '.join(other[:3])}{more}, which flax-resnet1d does not write there"
+        if names and self.required not in names:
+            return f"it has no {self.required}"
+        return None
+
+
+OWN_OUTPUTS = {
+    "torch": OwnOutput("a PyTorch checkpoint", contents=("torch", "pickle", "empty")),
+    "safetensors": OwnOutput("a safetensors file", contents=("safetensors", "empty")),
+    "msgpack": OwnOutput("a Flax msgpack file", contents=("msgpack", "empty")),
+    "orbax": OwnOutput("an Orbax checkpoint directory", entries=ORBAX_ENTRIES, required="_METADATA"),
+    "config": OwnOutput("a config file", contents=("config", "empty")),  # beside a .msgpack
+}
+
+
+def check_output(path: str | os.PathLike, overwrite: bool, own: OwnOutput | None = None,
+                 inputs: tuple[str | os.PathLike, ...] = ()) -> None:
+    """Refuse an output that cannot be created, or whose existing contents ``overwrite`` must not
+    replace: anything but ``own`` (default: what the format's writer writes) or anything holding
+    one of ``inputs``."""
+    path = Path(path)
+    own = own or OWN_OUTPUTS[output_format(path)]
+    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise CheckpointError(f"{path}: {existing} is not a directory")
+    if existing != path.parent and not own.makes_parents:
+        raise CheckpointError(f"{path}: output directory {path.parent} does not exist")
+    if not (path.exists() or path.is_symlink()):
+        return
+    why = own.foreign(path)
+    if why:
+        raise CheckpointError(f"{path}: exists and is not {own.what} written by flax-resnet1d ({why}); "
+                              "--overwrite replaces nothing else: choose another name")
+    if not overwrite:
+        raise CheckpointError(f"{path}: already exists; pass --overwrite (overwrite=True) to replace it")
+    resolved = path.resolve()
+    for source in inputs:
+        if resolved == Path(source).resolve() or resolved in Path(source).resolve().parents:
+            raise CheckpointError(f"{path}: not replaced: it holds the input {source}")
+
+
+def _reads_as_config(path: Path) -> bool:
+    try:
+        EncoderConfig.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def remove_own_entries(path: str | os.PathLike, own: OwnOutput) -> None:
+    """Delete the entries of directory ``path`` that ``own``'s writer creates (after ``check_output``)."""
+    for entry in Path(path).iterdir():
+        if own.owns(entry.name):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
+# -- atomic replacement ----------------------------------------------------------------------
+_TEMPORARIES: set[Path] = set()  # holders not yet removed; the rest go at exit
+atexit.register(lambda: [shutil.rmtree(holder, ignore_errors=True) for holder in list(_TEMPORARIES)])
+_HOLDER_NAME_BYTES = 100  # of DST's name in the holder's: a 255-byte DST name must still fit
+
+
+@contextlib.contextmanager
+def _atomic_output(path: Path, overwrite: bool, own: OwnOutput | None = None) -> Iterator[Path]:
     """Yield a fresh temporary path beside ``path``; on success rename it to ``path``.
 
     On any failure (including KeyboardInterrupt) the temporary is removed and ``path`` is
-    untouched. With ``overwrite`` an existing ``path`` is moved aside first and deleted only
-    once the new one is in place.
+    untouched; an OSError names ``path``, never the temporary. With ``overwrite`` an existing
+    ``path`` (checked by ``check_output``) is moved aside first and deleted only once the new
+    one is in place.
     """
-    check_output(path, overwrite)
+    check_output(path, overwrite, own)
     # The temporary is a path inside a private hidden directory: writers (Orbax among them)
     # create it themselves, and one rmtree removes whatever they left.
-    holder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    tmp = holder / path.name
+    prefix = "." + path.name.encode()[:_HOLDER_NAME_BYTES].decode(errors="ignore") + "."
+    with errors_named(path, path.parent / prefix):
+        holder = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+    _TEMPORARIES.add(holder)
     try:
-        yield tmp
-        _replace(tmp, path, overwrite)
+        with errors_named(path, holder):
+            yield holder / "new"
+            _replace(holder / "new", path, overwrite, holder / "old")
     finally:
-        shutil.rmtree(holder, ignore_errors=True)
+        _remove_temporary(holder)
 
 
-def _replace(new: Path, path: Path, overwrite: bool) -> None:
+def _remove_temporary(holder: Path) -> None:
+    """rmtree that a second Ctrl-C does not cut short; what a writer's thread adds later goes at exit."""
+    for _ in range(3):
+        try:
+            shutil.rmtree(holder, ignore_errors=True)
+        except KeyboardInterrupt:
+            continue
+        if not holder.exists():
+            _TEMPORARIES.discard(holder)
+            return
+
+
+def _replace(new: Path, path: Path, overwrite: bool, old: Path) -> None:
     if not (overwrite and path.exists()):
         if path.exists():
             raise CheckpointError(f"{path}: appeared while writing; not overwritten")
@@ -621,7 +819,6 @@ def _replace(new: Path, path: Path, overwrite: bool) -> None:
         return
     # rename cannot replace a non-empty directory: move the old one aside (into the temporary
     # holder, removed with it), and back if the new one cannot take its place
-    old = new.with_name(new.name + ".old")
     os.rename(path, old)
     try:
         os.rename(new, path)

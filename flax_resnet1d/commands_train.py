@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 
-from . import data, distributed, train
+from . import checkpoint_io, data, distributed, train
 from .cli import UsageError
 from .config import PRESETS, EncoderConfig, preset_config
 
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where = p.add_argument_group("run directory").add_mutually_exclusive_group(required=True)
     where.add_argument("--out", metavar="RUN_DIR", help="directory of a new run")
     where.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest readable checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="with --out: replace an existing run directory")
+    p.add_argument("--overwrite", action="store_true", help="with --out: replace a run directory that train wrote (nothing else)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     d = p.add_argument_group("data")
@@ -112,7 +112,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     f"accuracy exactly and the logits to {TORCH_CHECK_TOLERANCE:g}; exit 1 if not.")
     x.add_argument("run_dir", metavar="RUN_DIR")
     x.add_argument("dst", metavar="DST", help=".pt/.pth or .safetensors, written atomically")
-    x.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    x.add_argument("--overwrite", action="store_true",
+                   help="replace DST if it exists and is a state dict file (refused otherwise)")
     x.add_argument("--no-check", action="store_true", help="skip the PyTorch check")
     x.set_defaults(func=run_export)
 
@@ -137,7 +138,7 @@ def run_train(args: argparse.Namespace) -> int:
         config = train.TrainConfig(model_config(given, dataset), spec,
                                    **{k: given[k] for k in TRAINING_OPTIONS if k in given})
         # only once every setting is valid; by process 0 alone
-        distributed.on_primary("prepare_run_dir", prepare_run_dir, run_dir, given.get("overwrite", False))
+        distributed.on_primary("prepare_run_dir", prepare_run_dir, run_dir, given.get("overwrite", False), spec)
     start = time.perf_counter()
     result = train.fit(config, dataset, run_dir, resume="resume" in given, progress=not given.get("no_progress"))
     seconds = time.perf_counter() - start
@@ -153,17 +154,17 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def prepare_run_dir(run_dir: str, overwrite: bool) -> None:
-    """Refuse to mix a new run into an existing one; --overwrite replaces only a run directory."""
-    if not os.path.exists(run_dir) or (os.path.isdir(run_dir) and not os.listdir(run_dir)):
+def prepare_run_dir(run_dir: str, overwrite: bool, spec: data.DataSpec) -> None:
+    """Refuse to mix a new run into an existing one; --overwrite deletes only what a run writes
+    there, and never a directory holding the run's own data files."""
+    if os.path.isdir(run_dir) and not os.listdir(run_dir):
         return
-    if not os.path.isfile(os.path.join(run_dir, train.CONFIG_FILE)):
-        raise UsageError(f"--out {run_dir} exists and is not a run directory (no {train.CONFIG_FILE}); "
-                         "choose another --out")
-    if not overwrite:
+    if not overwrite and os.path.isdir(run_dir) and train.RUN_OUTPUT.foreign(Path(run_dir)) is None:
         raise UsageError(f"--out {run_dir} already holds a run; continue it with --resume {run_dir}, "
                          "or replace it with --overwrite")
-    shutil.rmtree(run_dir)
+    checkpoint_io.check_output(run_dir, overwrite, train.RUN_OUTPUT, inputs=data.input_files(spec))
+    if os.path.isdir(run_dir):
+        checkpoint_io.remove_own_entries(run_dir, train.RUN_OUTPUT)
 
 
 def data_spec(given: dict) -> data.DataSpec:
@@ -228,7 +229,7 @@ def run_eval(args: argparse.Namespace) -> int:
 # -- export -------------------------------------------------------------------------------------
 
 def run_export(args: argparse.Namespace) -> int:
-    from . import checkpoint_io, port
+    from . import port
 
     checkpoint_io.check_output(args.dst, args.overwrite)  # before any work
     config, state, epoch = train.restore_run(args.run_dir)

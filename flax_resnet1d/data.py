@@ -25,12 +25,16 @@ The archive files are read from the installed ``aeon`` package (``aeon/datasets/
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import logging
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
 from .cli import UsageError
+
+log = logging.getLogger(__name__)
 
 # UCR/UEA classification sets whose TRAIN/TEST files ship inside the aeon package.
 ARCHIVE_DATASETS = ("GunPoint", "ArrowHead", "ItalyPowerDemand", "OSULeaf", "ACSF1", "PickupGestureWiimoteZ",
@@ -60,8 +64,10 @@ class Normalization:
         if how != "channel":
             return cls(how)
         steps = np.concatenate([np.asarray(s, np.float64) for s in train])  # (all steps, C)
-        std = steps.std(axis=0)
-        return cls(how, steps.mean(axis=0), np.where(std > 0, std, 1.0))
+        exponent = magnitude_exponent(steps, axis=0)  # statistics of exactly rescaled steps: see znormalize
+        scaled = np.ldexp(steps, -exponent)
+        std = scaled.std(axis=0)
+        return cls(how, np.ldexp(scaled.mean(axis=0), exponent), np.ldexp(np.where(std > 0, std, 1.0), exponent))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Normalize a series ``(L, C)`` or a batch ``(N, L, C)`` (float64)."""
@@ -119,6 +125,7 @@ class DataSpec:
     test: str | None = None
     test_fraction: float = 0.2
     normalize: str = "series"
+    digest: str | None = None  # sha256 of the loaded arrays, recorded by the run (see ``with_digest``)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -128,10 +135,38 @@ class DataSpec:
         return cls(**d)
 
 
+def input_files(spec: DataSpec) -> tuple[str, ...]:
+    """The files a run reads its data from (none for an archive set)."""
+    return tuple(path for path in (spec.source, spec.test) if path and path.endswith(".npz"))
+
+
 def load(spec: DataSpec) -> Dataset:
+    """The data set ``spec`` names; with a recorded digest, refused if the data changed since."""
     if spec.source.endswith(".npz"):
-        return load_npz(spec.source, spec.layout, spec.test, spec.test_fraction, spec.normalize)
-    return load_archive(spec.source, spec.normalize)
+        dataset = load_npz(spec.source, spec.layout, spec.test, spec.test_fraction, spec.normalize)
+    else:
+        dataset = load_archive(spec.source, spec.normalize)
+    with_digest(spec, dataset)
+    return dataset
+
+
+def digest(dataset: Dataset) -> str:
+    """sha256 of the arrays a run trains and tests on (after normalization), shapes included."""
+    sha = hashlib.sha256()
+    for a in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+        sha.update(repr((a.dtype.str, a.shape)).encode())
+        sha.update(np.ascontiguousarray(a).tobytes())
+    return sha.hexdigest()
+
+
+def with_digest(spec: DataSpec, dataset: Dataset) -> DataSpec:
+    """``spec`` with the digest of ``dataset`` recorded; DataError if it recorded another one."""
+    actual = digest(dataset)
+    if spec.digest is not None and spec.digest != actual:
+        files = " and ".join(input_files(spec)) or f"the archive set {spec.source}"
+        raise DataError(f"{files}: the data changed since the run recorded it (sha256 {spec.digest[:12]}..., now "
+                        f"{actual[:12]}...); restore the original data, or start a new run with --out")
+    return dataclasses.replace(spec, digest=actual)
 
 
 def default_normalization(source: str) -> str:
@@ -198,9 +233,18 @@ def _stack_padded(series: Sequence[np.ndarray], length: int) -> np.ndarray:
 def znormalize(x: np.ndarray, axis: int) -> np.ndarray:
     """Per-series, per-channel z-normalization along the time ``axis`` (population std)."""
     x = np.asarray(x, np.float64)
+    x = np.ldexp(x, -magnitude_exponent(x, axis, keepdims=True))
     mean = x.mean(axis=axis, keepdims=True)
     std = x.std(axis=axis, keepdims=True)
     return (x - mean) / np.where(std > 0, std, 1.0)  # a constant channel becomes zeros
+
+
+def magnitude_exponent(x: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+    """The power of two near the largest magnitude along ``axis``. Dividing by it is exact (every
+    rounding scales with it), so statistics are unchanged bit for bit, but the squares of finite
+    values up to 1.8e308 no longer overflow to a standard deviation of inf (which would
+    normalize them all to zeros)."""
+    return np.frexp(np.max(np.abs(x), axis=axis, keepdims=keepdims))[1]
 
 
 # -- user arrays ------------------------------------------------------------------------------
@@ -229,12 +273,37 @@ def load_npz(path: str, layout: str = "NCL", test_path: str | None = None, test_
                                             x_train[order[:n_test]], y_train[order[:n_test]])
     if x_test.shape[1:] != x_train.shape[1:]:
         raise DataError(f"test inputs have shape (N, L, C) = {x_test.shape} but training inputs {x_train.shape}")
-    num_classes = int(y_train.max()) + 1
+    num_classes = check_classes(path, y_train)
     check_labels(y_test, num_classes, "test label")
     normalization = Normalization.fit(normalize, x_train)
-    return Dataset(os.path.basename(path), normalization(x_train).astype(np.float32), y_train,
-                   normalization(x_test).astype(np.float32), y_test,
+    return Dataset(os.path.basename(path), float32_inputs(path, normalization, x_train), y_train,
+                   float32_inputs(test_path or path, normalization, x_test), y_test,
                    classes=tuple(str(i) for i in range(num_classes)), normalization=normalization)
+
+
+def check_classes(path: str, y_train: np.ndarray) -> int:
+    """The number of classes K: every label 0..K-1 occurs in training, and K >= 2."""
+    present = np.unique(y_train)
+    if len(present) < 2:
+        raise DataError(f"{path}: the training labels hold one class ({present[0]}): there is nothing to tell apart")
+    num_classes = int(present[-1]) + 1
+    if len(present) != num_classes:
+        missing = sorted(set(range(num_classes)) - set(present.tolist()))
+        shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DataError(f"{path}: the training labels skip {shown} of 0..{num_classes - 1}: each would be a class "
+                        "the network outputs but never sees; relabel to 0..K-1 (e.g. np.unique(y, return_inverse="
+                        "True)[1])")
+    return num_classes
+
+
+def float32_inputs(path: str, normalization: Normalization, x: np.ndarray) -> np.ndarray:
+    """Normalized float32 inputs; refused if float32 cannot hold them (huge values with ``none``)."""
+    with np.errstate(over="ignore"):  # reported below
+        out = normalization(x).astype(np.float32)
+    if not np.isfinite(out).all():
+        raise DataError(f"{path}: x has values up to {np.max(np.abs(x)):.3g}, beyond float32's range with "
+                        f"--normalize {normalization.how}; rescale them or normalize with series/channel")
+    return out
 
 
 def check_labels(y: np.ndarray, num_classes: int, what: str) -> None:

@@ -24,6 +24,17 @@ from .model import from_config
 
 # max|a-b| / max|b| bounds: outputs and gradients, per dtype (CPU).
 TOLERANCES = {"float64": {"output": 1e-12, "grad": 1e-12}, "float32": {"output": 1e-5, "grad": 1e-4}}
+# With a float64 reference at hand (``flax-resnet1d verify``), a float32 bound is the larger of
+# TOLERANCES and this many times the reference's own float32 error against its float64 result.
+# Freshly initialised deep networks are ill-conditioned: for encnet62 (seed 0, L=256, B=2)
+# PyTorch's float32 input gradient is 1.2e-2 away from its float64 one while Flax's is 3e-6
+# away, so the two float32 results differ by the reference's own error and no fixed bound
+# holds; the float64 comparison (1e-12) is what proves the port there. Across the parity grid
+# (16 configurations, seeds 0 and 1) and the fresh presets (B 1 and 2, seeds 0 and 1), wherever
+# the scaled bound exceeds the fixed one, Flax's float32 error against float64 was at most 1.0
+# times PyTorch's and the two float32 results differed by at most 1.5 times it
+# (benchmarks/verify_tolerance.py); 3 leaves a margin over the triangle inequality's 2.
+REFERENCE_ERROR_FACTOR = 3
 
 
 def relative_error(a, b) -> float:
@@ -130,13 +141,15 @@ class ParityRow:
     rel_err: float
     tol: float
     worst: str = ""  # MDNC key of the parameter, for "grad worst param"
+    basis: str = "fixed"  # how ``tol`` was chosen: TOLERANCES, or scaled by the reference's own error
 
     @property
     def passed(self) -> bool:
         return bool(self.rel_err <= self.tol)
 
 
-def compare(ours: Outputs, ref: Outputs, dtype: str, tolerances: Mapping = TOLERANCES) -> list[ParityRow]:
+def compare(ours: Outputs, ref: Outputs, dtype: str, tolerances: Mapping = TOLERANCES,
+            exact: Outputs | None = None) -> list[ParityRow]:
     """Output, input-gradient and parameter-gradient errors of ``ours`` against ``ref``.
 
     Parameter gradients are scored twice: all tensors flattened into one vector, and the
@@ -144,23 +157,36 @@ def compare(ours: Outputs, ref: Outputs, dtype: str, tolerances: Mapping = TOLER
     shortcut norm's bias feeding the next instance norm, which removes any constant), so
     their per-tensor ratio is rounding noise over rounding noise; tensors whose reference
     gradient is below ``1e4 * eps * max|grad|`` are scored only in the flattened row.
+
+    With ``exact`` (the reference in float64), each bound is the larger of ``tolerances`` and
+    REFERENCE_ERROR_FACTOR times ``ref``'s own error against ``exact``, per tensor for the
+    worst-parameter row (which is then the tensor closest to its bound).
     """
     if set(ours.grads) != set(ref.grads):
         raise ValueError(f"gradient keys differ: {sorted(set(ours.grads) ^ set(ref.grads))}")
     tol = tolerances[dtype]
     keys = list(ref.grads)
-    flat_ours = np.concatenate([np.ravel(ours.grads[k]) for k in keys])
-    flat_ref = np.concatenate([np.ravel(ref.grads[k]) for k in keys])
-    noise = 1e4 * np.finfo(dtype).eps * np.max(np.abs(flat_ref))
-    per_param = {k: relative_error(ours.grads[k], ref.grads[k]) for k in keys if np.max(np.abs(ref.grads[k])) > noise}
-    worst = max(per_param, key=per_param.get)
+
+    def flat(outputs: Outputs) -> np.ndarray:
+        return np.concatenate([np.ravel(outputs.grads[k]) for k in keys])
+
+    def row(quantity: str, a, b, b_exact, kind: str, worst: str = "") -> ParityRow:
+        bound, basis = tol[kind], "fixed"
+        if exact is not None and REFERENCE_ERROR_FACTOR * relative_error(b, b_exact) > bound:
+            bound, basis = REFERENCE_ERROR_FACTOR * relative_error(b, b_exact), f"{REFERENCE_ERROR_FACTOR}x ref error"
+        return ParityRow(dtype, quantity, _abs(a, b), relative_error(a, b), bound, worst, basis)
+
+    def exact_of(get):
+        return None if exact is None else get(exact)
+
+    noise = 1e4 * np.finfo(dtype).eps * np.max(np.abs(flat(ref)))
+    per_param = [row("grad worst param", ours.grads[k], ref.grads[k], exact_of(lambda o: o.grads[k]), "grad", k)
+                 for k in keys if np.max(np.abs(ref.grads[k])) > noise]
     return [
-        ParityRow(dtype, "output", _abs(ours.y, ref.y), relative_error(ours.y, ref.y), tol["output"]),
-        ParityRow(dtype, "grad input", _abs(ours.grad_x, ref.grad_x), relative_error(ours.grad_x, ref.grad_x),
-                  tol["grad"]),
-        ParityRow(dtype, "grad params", _abs(flat_ours, flat_ref), relative_error(flat_ours, flat_ref), tol["grad"]),
-        ParityRow(dtype, "grad worst param", _abs(ours.grads[worst], ref.grads[worst]), per_param[worst], tol["grad"],
-                  worst),
+        row("output", ours.y, ref.y, exact_of(lambda o: o.y), "output"),
+        row("grad input", ours.grad_x, ref.grad_x, exact_of(lambda o: o.grad_x), "grad"),
+        row("grad params", flat(ours), flat(ref), exact_of(flat), "grad"),
+        max(per_param, key=lambda r: r.rel_err / r.tol),
     ]
 
 
@@ -169,16 +195,21 @@ def _abs(a, b) -> float:
 
 
 def check_parity(state_dict: Mapping, config: EncoderConfig, x_bcl: np.ndarray, dtypes=("float32", "float64"),
-                 seed: int = 0) -> list[ParityRow]:
-    """Compare both implementations on ``x_bcl`` for each dtype; returns one row per quantity."""
+                 seed: int = 0, scaled: bool = False) -> list[ParityRow]:
+    """Compare both implementations on ``x_bcl`` for each dtype; returns one row per quantity.
+
+    ``scaled``: float32 bounds scaled by the reference's own float32 error (see ``compare``),
+    from one more reference run in float64 when float64 is not among ``dtypes``.
+    """
     rng = np.random.default_rng(seed)
     batch, _, length = x_bcl.shape
     out_shape = ((batch, config.out_length) if config.out_length is not None
                  else (batch, config.out_channels, config.feature_length(length)))
     cotangent = rng.normal(size=out_shape)
+    refs = {dtype: torch_outputs(state_dict, config, x_bcl, cotangent, dtype)
+            for dtype in (*dtypes, *(("float64",) if scaled and "float64" not in dtypes else ()))}
     rows = []
     for dtype in dtypes:
-        ref = torch_outputs(state_dict, config, x_bcl, cotangent, dtype)
         ours = flax_outputs(state_dict, config, x_bcl, cotangent, dtype)
-        rows += compare(ours, ref, dtype)
+        rows += compare(ours, refs[dtype], dtype, exact=refs["float64"] if scaled and dtype != "float64" else None)
     return rows

@@ -38,7 +38,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import distributed
+from . import checkpoint_io, data, distributed
 from .cli import UsageError
 from .config import EncoderConfig
 from .data import Dataset, DataSpec
@@ -53,6 +53,11 @@ TIMING_KEYS = ("epoch_time_s", "step_time_ms")  # the only metrics that differ b
 
 CONFIG_FILE, METRICS_FILE, CURVE_FILE = "config.json", "metrics.jsonl", "learning_curve.png"
 CHECKPOINT_DIR, CORRUPT_DIR = "checkpoints", "corrupt_checkpoints"
+# Everything a run writes in its directory (temporaries end in .tmp-<pid>): `train --out
+# --overwrite` replaces a directory holding only these, with config.json, and nothing else.
+RUN_OUTPUT = checkpoint_io.OwnOutput("a run directory", entries=(CONFIG_FILE, METRICS_FILE, CURVE_FILE, CHECKPOINT_DIR,
+                                                                 CORRUPT_DIR, "*.tmp-*"), required=CONFIG_FILE,
+                                     makes_parents=True)
 
 TrainState = train_state.TrainState  # step, apply_fn, params, tx, opt_state
 Batch = dict[str, Any]  # x (B, L, C), y (B,) int32, mask (B,) float32: 0 marks padding rows
@@ -82,15 +87,24 @@ class TrainConfig:
     keep: int = 3
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "ckpt_every", "keep"):
-            if getattr(self, name) < 1:
-                raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("ckpt_every", 1), ("keep", 1), ("warmup_epochs", 0),
+                              ("seed", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TrainingError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+            if value < minimum:
+                raise TrainingError(f"{name} must be at least {minimum}, got {value}")
+        if self.seed >= 2**32:  # numpy's and JAX's seeds
+            raise TrainingError(f"seed must be below 2**32, got {self.seed}")
+        for name, value, high in (("momentum", self.momentum, 1), ("weight_decay", self.weight_decay, math.inf)):
+            if not (math.isfinite(value) and 0 <= value < high):
+                raise TrainingError(f"{name} must be a finite number in [0, {high}), got {value}")
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
                                      ("dtype", self.dtype, tuple(DTYPES))):
             if value not in choices:
                 raise TrainingError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
-        if not self.lr > 0:
-            raise TrainingError(f"lr must be positive, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):  # inf trains to NaN
+            raise TrainingError(f"lr must be positive and finite, got {self.lr}")
         if self.schedule.startswith("warmup") and not 0 < self.warmup_epochs < self.epochs:
             raise TrainingError(f"schedule {self.schedule!r} needs 0 < --warmup-epochs < --epochs "
                                 f"({self.warmup_epochs}, {self.epochs})")
@@ -316,12 +330,22 @@ def model_inputs(dataset: Dataset, model: EncoderConfig) -> Dataset:
 # -- run directory: config, metrics, checkpoints ------------------------------------------------------
 
 def atomic_write_text(path: str, text: str) -> None:
+    """Write through a temporary beside ``path``; an OSError names ``path``, never the temporary."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
+    try:
+        with checkpoint_io.errors_named(path, tmp):
+            checkpoint_io.write_file(tmp, text.encode())
+            os.replace(tmp, path)
+    except OSError:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def append_text(path: str, text: str) -> None:
+    with checkpoint_io.errors_named(path), open(path, "a") as f:
         f.write(text)
         f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_config(run_dir: str, config: TrainConfig) -> None:
@@ -366,15 +390,24 @@ def checkpoint_manager(run_dir: str, keep: int):
     import orbax.checkpoint as ocp
 
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(run_dir, CHECKPOINT_DIR)), options=options,
-                                 item_names=("state", "meta"))
+    directory = os.path.join(run_dir, CHECKPOINT_DIR)
+    try:
+        with checkpoint_io.quiet_orbax_failures():
+            return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=("state", "meta"))
+    except Exception as e:  # e.g. a read-only or full file system, in Orbax's words
+        raise checkpoint_io.as_os_error(e, directory) from None
 
 
 def save_checkpoint(manager, epoch: int, state: TrainState, history: list[dict]) -> None:
     import orbax.checkpoint as ocp
 
     meta = {"epoch": epoch, "step": int(state.step), "digest": state_digest(state), "history": history}
-    manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    try:
+        with checkpoint_io.quiet_orbax_failures():
+            manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        meta=ocp.args.JsonSave(meta)))
+    except Exception as e:  # tensorstore reports a full disk inside its own exception types
+        raise checkpoint_io.as_os_error(e, os.path.join(str(manager.directory), str(epoch))) from None
 
 
 def restore_checkpoint(manager, run_dir: str, target: TrainState, quarantine: bool = False
@@ -392,8 +425,9 @@ def restore_checkpoint(manager, run_dir: str, target: TrainState, quarantine: bo
     unreadable = {}
     for epoch in sorted(manager.all_steps(), reverse=True):
         try:
-            restored = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                      meta=ocp.args.JsonRestore()))
+            with checkpoint_io.quiet_orbax_failures():  # the warning below is the whole report
+                restored = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                          meta=ocp.args.JsonRestore()))
             state, meta = restored["state"], restored["meta"]
             if meta["digest"] != state_digest(state):
                 raise ValueError("its arrays do not match the digest recorded when it was saved")
@@ -454,9 +488,16 @@ def plot_learning_curve(history: list[dict], path: str, title: str) -> None:
     fig.suptitle(title)
     fig.tight_layout()
     tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with checkpoint_io.errors_named(path, tmp):
+            fig.savefig(tmp, dpi=100)
+            os.replace(tmp, path)
+    except OSError:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        plt.close(fig)
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -491,9 +532,12 @@ def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = F
     from tqdm.auto import tqdm
 
     mesh = mesh if mesh is not None else data_parallel_mesh()
+    stored = load_config(run_dir) if resume and os.path.isfile(os.path.join(run_dir, CONFIG_FILE)) else None
+    if stored is not None:  # DataError if the data changed since the run started (runs before digests: unchecked)
+        data.with_digest(stored.data, dataset)
+    config = dataclasses.replace(config, data=data.with_digest(config.data, dataset))  # recorded in config.json
     dataset = model_inputs(dataset, config.model)
-    distributed.check_same_setup(config.to_dict(), {k: getattr(dataset, k) for k in ("x_train", "y_train", "x_test",
-                                                                                     "y_test")})
+    distributed.check_same_setup(config.to_dict())
     check_batch_size(config.batch_size, mesh)
     if (dataset.in_planes, dataset.num_classes) != (config.model.in_planes, config.model.out_length):
         raise TrainingError(f"data set {dataset.name} has {dataset.in_planes} channels and {dataset.num_classes} "
@@ -506,7 +550,8 @@ def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = F
     manager = checkpoint_manager(run_dir, config.keep)
     if not resume and manager.all_steps():
         raise TrainingError(f"{run_dir} already holds checkpoints of a run; resume it or use another directory")
-    if resume and os.path.isfile(os.path.join(run_dir, CONFIG_FILE)) and load_config(run_dir) != config:
+    if stored is not None and dataclasses.replace(stored, data=dataclasses.replace(stored.data, digest=config.data.digest)
+                                                  ) != config:
         raise TrainingError(f"cannot resume {run_dir} with another configuration than its {CONFIG_FILE}")
     steps_per_epoch = math.ceil(len(dataset.y_train) / config.batch_size)
     state = create_state(config, dataset.in_planes, dataset.length, steps_per_epoch)
@@ -538,6 +583,9 @@ def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = F
         start = time.perf_counter()
         state, train_loss, train_accuracy = train_epoch(train_fn, state, dataset, config, epoch, mesh)
         train_seconds = time.perf_counter() - start
+        if not math.isfinite(train_loss):
+            raise TrainingError(f"the training loss is {train_loss} in epoch {epoch}: the run diverged (lr "
+                                f"{config.lr}, {config.optimizer}); lower --lr or use a warm-up schedule")
         test = evaluate(eval_fn, state, dataset.x_test, dataset.y_test, config.batch_size, mesh)
         record = {"epoch": epoch, "step": epoch * steps_per_epoch, "lr": float(schedule(epoch * steps_per_epoch - 1)),
                   "train_loss": train_loss, "train_accuracy": train_accuracy, "test_loss": test.loss,
@@ -545,8 +593,7 @@ def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = F
                   "step_time_ms": round(1e3 * train_seconds / steps_per_epoch, 3)}
         history.append(record)
         if writer:
-            with open(os.path.join(run_dir, METRICS_FILE), "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_text(os.path.join(run_dir, METRICS_FILE), json.dumps(record) + "\n")
         if epoch % config.ckpt_every == 0 or epoch == config.epochs:
             save_checkpoint(manager, epoch, state, history)
         bar.set_postfix(loss=f"{train_loss:.4f}", train_acc=f"{train_accuracy:.3f}", test_acc=f"{test.accuracy:.3f}")

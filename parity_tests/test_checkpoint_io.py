@@ -173,20 +173,13 @@ def _write_partial_then_fail(path: Path, error: BaseException, directory: bool =
 
 def _fail_midway(monkeypatch, fmt: str, error: BaseException) -> None:
     """Make the format's writer write part of its output, then raise ``error``."""
-    if fmt == "torch":
-        monkeypatch.setattr(torch, "save", lambda obj, f, *args, **kwargs: _write_partial_then_fail(Path(f), error))
-    elif fmt == "safetensors":
-        import safetensors.numpy
-
-        monkeypatch.setattr(safetensors.numpy, "save_file",
-                            lambda tensors, filename, metadata=None: _write_partial_then_fail(Path(filename), error))
-    elif fmt == "orbax":
+    if fmt == "orbax":
         import orbax.checkpoint as ocp
 
         monkeypatch.setattr(ocp.Checkpointer, "save", lambda self, directory, *args, **kwargs:
                             _write_partial_then_fail(Path(directory), error, directory=True))
-    else:
-        monkeypatch.setattr(Path, "write_bytes", lambda self, data: _write_partial_then_fail(self, error))
+    else:  # every file format is serialized in memory, then written by checkpoint_io.write_file
+        monkeypatch.setattr(checkpoint_io, "write_file", lambda path, data: _write_partial_then_fail(Path(path), error))
 
 
 @pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()],

@@ -25,7 +25,8 @@ def gunpoint_run(tmp_path_factory):
 
 def test_train_writes_a_complete_run(gunpoint_run, capsys):
     config = train.load_config(gunpoint_run)
-    assert config.data == data.DataSpec("GunPoint") and (config.model.in_planes, config.model.out_length) == (1, 2)
+    assert config.data == data.with_digest(data.DataSpec("GunPoint"), data.load_archive("GunPoint"))  # digest recorded
+    assert (config.model.in_planes, config.model.out_length) == (1, 2)
     assert [h["epoch"] for h in train.read_metrics(gunpoint_run)] == list(range(1, 11))
     assert cli.main(["eval", gunpoint_run, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -105,7 +106,7 @@ def test_run_directory_guards(gunpoint_run, tmp_path, capsys):
     assert cli.main(["eval", str(other)]) == 2
     assert "no config.json" in capsys.readouterr().err
     assert cli.main(["export", gunpoint_run, str(other / "precious.txt")]) == 2
-    assert "already exists" in capsys.readouterr().err and (other / "precious.txt").read_text() == "keep me"
+    assert "unknown output format '.txt'" in capsys.readouterr().err and (other / "precious.txt").read_text() == "keep me"
 
 
 def test_short_series_are_padded_to_the_network_minimum():

@@ -111,7 +111,8 @@ def _stages(sd: Mapping, prefix: str) -> list[int]:
 
 
 def _block_kind(sd: Mapping, prefix: str) -> str:
-    return "bottleneck" if any(k.startswith(f"{prefix}.conv3.") for k in sd) else "plain"
+    start = f"{prefix}.conv3." if prefix else "conv3."
+    return "bottleneck" if any(k.startswith(start) for k in sd) else "plain"
 
 
 def _built(cls, kwargs: dict):

@@ -106,3 +106,30 @@ def test_bad_input_shapes_raise_clear_errors():
     with pytest.raises(ValueError, match="the minimum length is"):
         summary(model, (2, 5))
     assert all(r.output_shape[0] == -1 for r in summary(model, (2, 64)).rows)
+
+
+FAMILY_EXAMPLES = [  # the spec's section 6: (model kwargs, input (C, L) or (in_length,), params, nlayers)
+    ("DecoderNet1d", dict(channel=64, layers=[2] * 5, in_length=32, out_size=128, out_planes=3), (32,), 12_407_043, 33),
+    ("DecoderNet1d", dict(channel=64, layers=[2] * 5, in_length=None, out_size=128, out_planes=3), (1024, 4),
+     12_274_947, 32),
+    ("AE1d", dict(channel=64, layers=[2] * 5, in_planes=3, out_planes=3), (3, 101), 13_673_155, 56),
+    ("UNet1d", dict(channel=64, layers=[2] * 5, in_planes=3, out_planes=3), (3, 128), 18_906_115, 56),
+    ("BlockBottleneck1d", dict(in_planes=64, out_planes=128, stride=2, normalizer="batch"), (64, 33), 33_600, None),
+    ("BlockPlain1d", dict(in_planes=64, out_planes=64, stride=2, scaler="up", layer_order="old"), (64, 33), 29_184,
+     None),
+]
+
+
+@pytest.mark.parametrize("arch, kwargs, shape, params, nlayers", FAMILY_EXAMPLES, ids=[e[0] for e in FAMILY_EXAMPLES])
+def test_family_examples_match_the_spec(arch, kwargs, shape, params, nlayers):
+    import flax_resnet1d as fr
+
+    result = summary(getattr(fr, arch)(**kwargs), shape)
+    assert result.total_params == result.trainable_params == params  # torchsummary counts no buffers
+    assert f"Total params: {params:,}" in str(result)
+    assert result.nlayers == nlayers
+    assert sum(p.numel() for p in getattr(torch_ref, arch)(**kwargs).parameters()) == params
+    last = result.rows[-1].output_shape
+    expected = {"DecoderNet1d": (-1, 3, 128), "AE1d": (-1, 3, 101), "UNet1d": (-1, 3, 128),
+                "BlockBottleneck1d": (-1, 128, 17), "BlockPlain1d": (-1, 64, 66)}[arch]
+    assert last == expected

@@ -114,14 +114,17 @@ class _Config:
         return cls(**d)
 
     def to_dict(self) -> dict:
-        d = {"arch": self.arch, **dataclasses.asdict(self)}
-        if "layers" in d:
-            d["layers"] = list(self.layers)
-        return d
+        """The constructor arguments with ``arch``; an EncoderNet1d's dict has none (absent means
+        EncoderNet1d), so its config files read as before the family existed."""
+        d = self.kwargs()
+        return d if self.arch == "EncoderNet1d" else {"arch": self.arch, **d}
 
     def kwargs(self) -> dict:
         """The constructor arguments (MDNC's names)."""
-        return {k: v for k, v in self.to_dict().items() if k != "arch"}
+        d = dataclasses.asdict(self)
+        if "layers" in d:
+            d["layers"] = list(self.layers)
+        return d
 
     # -- subclasses: plan, in_channels, out_channels, _walk -----------------------------
     def plan(self) -> P.NetPlan:

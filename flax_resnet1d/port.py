@@ -232,8 +232,8 @@ def infer_config(state_dict: Mapping[str, Any]):
         config = _infer_block(sd)
     else:
         sample = ", ".join(list(sd)[:5]) or "none"
-        raise CheckpointError(f"not an EncoderNet1d state dict: no 'netbody.0.weight' (first keys: {sample}; nor "
-                              "the keys of DecoderNet1d, AE1d, UNet1d or a block)")
+        raise CheckpointError(f"not an EncoderNet1d state dict: no 'netbody.0.weight' (first keys: {sample}); "
+                              "nor one of DecoderNet1d, AE1d, UNet1d or a block")
     check_state_dict(sd, config)
     return config
 

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from . import plan as P
-from .plan import conv_length  # noqa: F401  (re-exported: the encoder's public helper)
 
 BLOCK_DEPTH = {"plain": 2, "bottleneck": 3}  # convolutions on the residual branch
 NORMALIZERS = ("batch", "inst", "pinst", "null")
@@ -547,7 +546,6 @@ class UNetConfig(AEConfig):
 
 CONFIGS = {cls.arch: cls for cls in (BlockPlainConfig, BlockBottleneckConfig, EncoderConfig, DecoderConfig, AEConfig,
                                      UNetConfig)}
-AnyConfig = _Config
 
 
 def config_from_dict(d: dict) -> _Config:

@@ -262,6 +262,19 @@ class PlannedBlock(nn.Module):
         return _residual(self, self.block, x, train)
 
 
+def _config_of(module: nn.Module):
+    """The config of a block or network module: its fields of the same names, validated."""
+    cls = module.config_class
+    return cls(**{f.name: getattr(module, f.name) for f in dataclasses.fields(cls)})
+
+
+def _checked_config(module: nn.Module, x):
+    """The module's config, after checking the input ``x`` (channels-last) against it."""
+    config = module.config
+    config.check_input_shape(x.shape, channel_axis=2)
+    return config
+
+
 class _ResidualBlock1d(nn.Module):
     """MDNC's standalone block, with MDNC's arguments and defaults; ``__call__(x, train=False)``
     on ``(B, L, in_planes)``."""
@@ -286,16 +299,11 @@ class _ResidualBlock1d(nn.Module):
         self.config  # validates every argument, early and by name
         super().__post_init__()
 
-    @property
-    def config(self):
-        return self.config_class(self.in_planes, self.out_planes, self.kernel_size, self.stride, self.padding,
-                                 self.output_size, self.normalizer, self.activator, self.layer_order, self.scaler)
+    config = property(lambda self: _config_of(self))
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        config = self.config
-        config.check_input_shape(x.shape, channel_axis=2)
-        return _residual(self, config.plan().node(""), x, train)
+        return _residual(self, _checked_config(self, x).plan().node(""), x, train)
 
 
 class BlockPlain1d(_ResidualBlock1d):
@@ -335,9 +343,7 @@ class _Network(nn.Module):
         object.__setattr__(self, "layers", config.layers)
         super().__post_init__()
 
-    @property
-    def config(self):
-        return self.config_class(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self.config_class)})
+    config = property(lambda self: _config_of(self))
 
     @property
     def nlayers(self) -> int:
@@ -371,8 +377,7 @@ class EncoderNet1d(_Network):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        config = self.config
-        config.check_input_shape(x.shape, channel_axis=2)
+        config = _checked_config(self, x)
         plan, n = config.plan(), len(config.layers)
         x = self._conv_node(plan, "netbody.0")(x)
         for s in range(n):
@@ -409,8 +414,7 @@ class DecoderNet1d(_Network):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        config = self.config
-        config.check_input_shape(x.shape, channel_axis=2)
+        config = _checked_config(self, x)
         plan, shapes = config.plan(), config.shapes
         if config.is_vector_input:
             x = middle_crop(self._conv_node(plan, "conv_in")(x[:, None, :]), shapes[-1])
@@ -437,8 +441,7 @@ class AE1d(_Network):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        config = self.config
-        config.check_input_shape(x.shape, channel_axis=2)
+        config = _checked_config(self, x)
         plan, stages = config.plan(), len(config.layers) - 1
         x = self._conv_node(plan, "conv_first")(x)
         route = []  # AE1d: each down stage's input, to crop to; UNet1d: its hidden tensor, the skip

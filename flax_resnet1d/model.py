@@ -149,9 +149,24 @@ class PReLU(nn.Module):
         return jnp.where(x > 0, x, slope * x)
 
 
-def relu(x):
-    """PyTorch's ReLU, including its zero gradient at 0."""
-    return jnp.where(x > 0, x, jnp.zeros_like(x))
+class ReLU(nn.Module):
+    """PyTorch's ReLU, including its zero gradient at 0. No parameters; a module so that
+    ``summary`` lists it, as torchsummary does."""
+
+    @nn.compact
+    def __call__(self, x):
+        return jnp.where(x > 0, x, jnp.zeros_like(x))
+
+
+class Upsample(nn.Module):
+    """``nn.Upsample(mode='linear', align_corners=True)`` by ``scale_factor`` or to ``size``; no parameters."""
+
+    scale_factor: int | None = None
+    size: int | None = None
+
+    @nn.compact
+    def __call__(self, x):
+        return upsample_linear(x, self.size if self.size is not None else x.shape[1] * self.scale_factor)
 
 
 def upsample_linear(x, out_length: int):
@@ -220,7 +235,7 @@ class Branch(nn.Module):
             if isinstance(layer, P.Conv):
                 x = _conv(self, layer, name)(x)
             elif isinstance(layer, P.Upsample):
-                x = upsample_linear(x, layer.out_length(x.shape[1]))
+                x = Upsample(layer.scale_factor, layer.size, name=name)(x)
             elif isinstance(layer, P.Norm) and layer.kind == "batch":
                 x = BatchNorm1d(layer.features, **dtypes, name=name)(x, train)
             elif isinstance(layer, P.Norm):
@@ -234,7 +249,7 @@ class Branch(nn.Module):
             elif layer.kind == "prelu":
                 x = PReLU(layer.features, **dtypes, name=name)(x)
             else:
-                x = relu(x)
+                x = ReLU(name=name)(x)
             i += 1
         return x
 

@@ -24,7 +24,8 @@ MIN_FEATURE_LENGTH = 4  # instance norm over very short final maps is ill-condit
 def register(subparsers: argparse._SubParsersAction) -> None:
     convert = subparsers.add_parser(
         "convert", help="convert a checkpoint: PyTorch (.pt/.pth/.safetensors) <-> Flax (Orbax dir/.msgpack)",
-        description="Convert an EncoderNet1d checkpoint. SRC and DST formats follow their names: .pt/.pth and "
+        description="Convert a checkpoint of MDNC's 1D family (EncoderNet1d, DecoderNet1d, AE1d, UNet1d, blocks). "
+                    "SRC and DST formats follow their names: .pt/.pth and "
                     ".safetensors are MDNC state dicts, .msgpack is a flax.serialization file, any other name an "
                     "Orbax checkpoint directory. The config is written beside Flax outputs (config.json).")
     convert.add_argument("src", metavar="SRC", help="checkpoint to read")

@@ -338,6 +338,17 @@ class EncoderConfig(_NetworkConfig):
     def out_channels(self) -> int:
         return self.stage_channels[-1][1]
 
+    def block_args(self, stage: int, index: int) -> tuple[int, int, int]:
+        """(in_planes, out_planes, stride) of block ``index`` in ``stage`` (0-based), read from the plan:
+        as in MDNC, the first block changes the channels and the last one down-samples."""
+        block = self.plan().node(f"netbody.{stage + 1}").blocks[index][2]
+        first, last = block.branches[0][2].layers, block.branches[-1][2].layers
+        conv_in = next(layer for _, layer in first if isinstance(layer, P.Conv))
+        conv_out = next(layer for _, layer in last if isinstance(layer, P.Conv))
+        stride = max(layer.stride for _, _, seq in block.branches for _, layer in seq.layers
+                     if isinstance(layer, P.Conv))
+        return conv_in.in_planes, conv_out.out_planes, stride
+
     def plan(self) -> P.NetPlan:
         n, c = len(self.layers), self.out_channels
         nodes = [("netbody.0", "stem", P.Conv(self.in_planes, self.channel, self.stem_kernel, 1,

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from . import port
-from .config import EncoderConfig
+from .config import EncoderConfig, coerce_config, config_from_dict
 from .port import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ def load_checkpoint(path: str | os.PathLike, key: str | None = None, allow_nonfi
 
 def _coerce_config(config: EncoderConfig | dict, path: Path) -> EncoderConfig:
     try:
-        return EncoderConfig.coerce(config)
+        return coerce_config(config)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"invalid config for {path}: {e}") from None
 
@@ -395,13 +395,13 @@ def load_flax(path: str | os.PathLike, allow_nonfinite: bool = False) -> tuple[d
     The config file is read back when present and checked against the weights; otherwise the
     config is inferred from them.
     """
-    params, config, _ = _read_flax(Path(path), allow_nonfinite, None)
-    return {"params": params}, config
+    variables, config, _ = _read_flax(Path(path), allow_nonfinite, None)
+    return variables, config
 
 
 def _read_flax(path: Path, allow_nonfinite: bool,
                config: EncoderConfig | None) -> tuple[dict, EncoderConfig, dict[str, np.ndarray]]:
-    """(params, config, the same weights as an MDNC state dict)."""
+    """(variables: params and any batch_stats, config, the same weights as an MDNC state dict)."""
     fmt = input_format(path)
     if fmt == "orbax":
         variables, config_path = _orbax_load(path), path / CONFIG_NAME
@@ -411,16 +411,17 @@ def _read_flax(path: Path, allow_nonfinite: bool,
         raise CheckpointError(f"{path}: is {FORMAT_NAMES[fmt]}, expected a Flax checkpoint (Orbax directory or .msgpack)")
     if not isinstance(variables, Mapping) or not variables:
         raise CheckpointError(f"{path}: holds {_describe(variables)}, not Flax variables")
-    params = variables.get("params", variables)
-    if not isinstance(params, Mapping):
-        raise CheckpointError(f"{path}: 'params' is {_describe(params)}, not a parameter tree")
-    params = _map_leaves(path, params)
+    collections = variables if "params" in variables else {"params": variables}  # BatchNorm adds batch_stats
+    for name, tree in collections.items():
+        if not isinstance(tree, Mapping):
+            raise CheckpointError(f"{path}: {name!r} is {_describe(tree)}, not a parameter tree")
+    collections = {name: _map_leaves(path, tree) for name, tree in collections.items()}
     if config is None:
         config = (_read_config(config_path) if config_path.exists()
-                  else _checked(path, port.config_from_variables, params))
-    state_dict = _checked(path, port.flax_to_torch, params, config)  # every key and shape against the config
+                  else _checked(path, port.config_from_variables, collections["params"]))
+    state_dict = _checked(path, port.flax_to_torch, collections, config)  # every key and shape against the config
     _check_finite(path, state_dict, allow_nonfinite)
-    return params, config, state_dict
+    return collections, config, state_dict
 
 
 def msgpack_config_path(path: str | os.PathLike) -> Path:
@@ -448,7 +449,7 @@ def _map_leaves(path: Path, params: Mapping) -> dict:
 
 def _read_config(path: Path) -> EncoderConfig:
     try:
-        return EncoderConfig.from_dict(json.loads(path.read_text()))
+        return config_from_dict(json.loads(path.read_text()))
     except (OSError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: invalid config file ({_first_line(e)})") from None
 
@@ -508,11 +509,12 @@ def _numpy_dtype(name: str) -> np.dtype:
 
 
 def write_state_dict(path: str | os.PathLike, state_dict: Mapping[str, Any], overwrite: bool = False,
-                     dtype: str | None = None) -> None:
+                     dtype: str | None = None, config: Any = None) -> None:
     """Write an MDNC state dict to ``.pt``/``.pth`` (``torch.save``) or ``.safetensors``, atomically.
 
-    The state dict is checked against EncoderNet1d first, so what is written loads into MDNC
-    and ``torch_ref`` with ``strict=True``. ``dtype`` casts floating tensors.
+    The state dict is checked first against ``config`` (else the config its weights imply), so
+    what is written loads into MDNC and ``torch_ref`` with ``strict=True``. ``dtype`` casts
+    floating tensors.
     """
     path = Path(path)
     fmt = output_format(path)
@@ -520,7 +522,10 @@ def write_state_dict(path: str | os.PathLike, state_dict: Mapping[str, Any], ove
         raise CheckpointError(f"{path}: a state dict is written as .pt/.pth or .safetensors, not {FORMAT_NAMES[fmt]}")
     arrays = cast_arrays(port.strip_prefix(state_dict), dtype)
     check_weight_dtypes(path, arrays)
-    _checked(path, port.infer_config, arrays)
+    if config is None:
+        _checked(path, port.infer_config, arrays)
+    else:
+        _checked(path, port.check_state_dict, arrays, config)
     if fmt == "torch":
         data = _torch_bytes(path, arrays)
     else:
@@ -558,26 +563,26 @@ def save_flax(path: str | os.PathLike, variables: Mapping, config: EncoderConfig
     """Save Flax variables and their config: an Orbax checkpoint directory (config.json inside)
     or, for a ``.msgpack`` name, a flax.serialization file (``<name>.config.json`` beside), atomically."""
     path = Path(path)
-    config = EncoderConfig.coerce(config)
+    config = coerce_config(config)
     fmt = output_format(path)
     if fmt not in FLAX_FORMATS:
         raise CheckpointError(f"{path}: Flax variables are written as an Orbax directory or .msgpack, "
                               f"not {FORMAT_NAMES[fmt]}")
-    params = _tree_map(np.asarray, _device_get(variables.get("params", variables)))
-    check_weight_dtypes(path, dict(port.flatten_tree(params)))
+    collections = _tree_map(np.asarray, _device_get(variables if "params" in variables else {"params": variables}))
+    check_weight_dtypes(path, dict(port.flatten_tree(collections)))
     # Every key and shape against the config, through the port's own check, on zero-stride
     # stand-ins of the leaves: its layout transposes then cost nothing.
-    port.flax_to_torch(_tree_map(lambda a: np.broadcast_to(np.zeros((), a.dtype), a.shape), params), config)
+    port.flax_to_torch(_tree_map(lambda a: np.broadcast_to(np.zeros((), a.dtype), a.shape), collections), config)
     config_json = (json.dumps(config.to_dict(), indent=2) + "\n").encode()
     if fmt == "orbax":
         with _atomic_output(path, overwrite) as tmp:
-            _orbax_save(path, tmp, {"params": params})
+            _orbax_save(path, tmp, collections)
             write_file(tmp / CONFIG_NAME, config_json)
         return
     from flax import serialization
 
     config_path = msgpack_config_path(path)
-    data = serialization.msgpack_serialize({"params": params})
+    data = serialization.msgpack_serialize(collections)
     with (_atomic_output(path, overwrite) as tmp,
           _atomic_output(config_path, overwrite, OWN_OUTPUTS["config"]) as tmp_config):
         write_file(tmp, data)

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import checkpoint_io, port
 from .cli import UsageError
-from .config import PRESETS, EncoderConfig, preset_config
+from .config import FAMILY_PRESETS, EncoderConfig, config_from_dict, preset_config
 
 PARITY_DTYPES = ("float32", "float64")
 # |x| beyond this: squares summed over a length reach float32's 3.4e38 (instance norm statistics)
@@ -26,14 +26,13 @@ MIN_FEATURE_LENGTH = 6  # instance norm over very short final maps is ill-condit
 def register(subparsers: argparse._SubParsersAction) -> None:
     convert = subparsers.add_parser(
         "convert", help="convert a checkpoint: PyTorch (.pt/.pth/.safetensors) <-> Flax (Orbax dir/.msgpack)",
-        description="Convert an EncoderNet1d checkpoint. SRC and DST formats follow their names: .pt/.pth and "
+        description="Convert a checkpoint of MDNC's 1D family (EncoderNet1d, DecoderNet1d, AE1d, UNet1d, blocks). "
+                    "SRC and DST formats follow their names: .pt/.pth and "
                     ".safetensors are MDNC state dicts, .msgpack is a flax.serialization file, any other name an "
                     "Orbax checkpoint directory. The config is written beside Flax outputs (config.json).")
     convert.add_argument("src", metavar="SRC", help="checkpoint to read")
     convert.add_argument("dst", metavar="DST", help="checkpoint to write (atomically)")
-    convert.add_argument("--config", metavar="JSON",
-                         help="constructor arguments as JSON text or a .json file; checked against the weights "
-                              "(default: inferred from them)")
+    _add_config_argument(convert)
     _add_key_argument(convert)
     convert.add_argument("--dtype", choices=checkpoint_io.CAST_DTYPES,
                          help="cast the weights on export (default: as read; float16/bfloat16 are read as float32)")
@@ -56,19 +55,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"length of the random input (default: a power of two giving a final feature length "
                              f">= {MIN_FEATURE_LENGTH})")
     _add_key_argument(verify)
+    _add_config_argument(verify)
     verify.set_defaults(func=run_verify)
 
     summary = subparsers.add_parser(
         "summary", help="per-layer table of a checkpoint's network or of a preset",
         description="Print the per-layer table (output shape, parameter count) and totals.")
     summary.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?")
-    summary.add_argument("--preset", choices=sorted(PRESETS), help="a preset instead of a checkpoint")
+    summary.add_argument("--preset", choices=sorted(FAMILY_PRESETS), help="a preset instead of a checkpoint")
     summary.add_argument("--out-length", type=int, default=2,
-                         help="with --preset: length of the output vector, 0 for the feature map (default: 2)")
+                         help="with --preset: an encnet's output vector length, 0 for the feature map (default: 2); "
+                              "a decnet's out_size")
     summary.add_argument("--input-shape", metavar="C,L",
                          help="input channels and length (default: the network's in_planes and a power-of-two length)")
     _add_key_argument(summary)
+    _add_config_argument(summary)
     summary.set_defaults(func=run_summary)
+
+
+def _add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="JSON",
+                        help="constructor arguments as JSON text or a .json file, with 'arch' (the MDNC class; "
+                             "default EncoderNet1d); checked against the weights (default: inferred from them, "
+                             "which a DecoderNet1d's out_size and a block's stride/padding need)")
 
 
 def _add_key_argument(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +100,7 @@ def run_convert(args: argparse.Namespace) -> int:
     state_dict, config = checkpoint_io.load_checkpoint(src, args.key, args.allow_nonfinite, config)
     state_dict = checkpoint_io.cast_arrays(state_dict, args.dtype)
     if out_format in checkpoint_io.TORCH_FORMATS:
-        checkpoint_io.write_state_dict(dst, state_dict, overwrite=args.overwrite)
+        checkpoint_io.write_state_dict(dst, state_dict, overwrite=args.overwrite, config=config)
     else:
         checkpoint_io.save_flax(dst, port.torch_to_flax(state_dict, config), config, overwrite=args.overwrite)
     dtypes = ", ".join(sorted({a.dtype.name for a in state_dict.values()}))
@@ -103,7 +112,8 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def parse_config(text: str) -> EncoderConfig:
-    """``--config``: JSON text, or the path of a JSON file (a Flax checkpoint's config.json works)."""
+    """``--config``: JSON text, or the path of a JSON file (a Flax checkpoint's config.json works);
+    its ``arch`` field names the architecture (absent: EncoderNet1d)."""
     if not text.lstrip().startswith("{"):
         path = Path(text)
         if not path.is_file():
@@ -116,7 +126,7 @@ def parse_config(text: str) -> EncoderConfig:
     if not isinstance(fields, dict):
         raise UsageError(f"--config: expected a JSON object of constructor arguments, got {type(fields).__name__}")
     try:
-        return EncoderConfig.from_dict(fields)
+        return config_from_dict(fields)
     except (TypeError, ValueError) as e:
         raise UsageError(f"--config: {e}") from None
 
@@ -130,7 +140,7 @@ def default_length(config: EncoderConfig) -> int:
         raise UsageError("no input length works for this configuration")
     for length in itertools.chain((2 ** p for p in range(4, 21)), range(start, 1 << 16)):
         try:
-            if config.feature_length(length) >= MIN_FEATURE_LENGTH:
+            if config.output_length(length) >= MIN_FEATURE_LENGTH:
                 return length
         except ValueError:
             continue
@@ -195,19 +205,20 @@ def run_verify(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name} must be positive, got {getattr(args, name)}")
     if args.seed is not None and not 0 <= args.seed < 2**32:
         raise UsageError(f"--seed must be in 0..2**32-1, got {args.seed}")
-    state_dict, config = checkpoint_io.load_checkpoint(args.checkpoint, args.key)
+    config = parse_config(args.config) if args.config else None
+    state_dict, config = checkpoint_io.load_checkpoint(args.checkpoint, args.key, config=config)
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
-    shape = (args.batch, config.in_planes, args.length if args.length is not None else default_length(config))
+    shape = input_shape(config, args.batch, args.length)
     try:
         config.check_input_shape(shape, channel_axis=1)
     except ValueError as e:
-        raise UsageError(f"--length {shape[2]}: {e}") from None
+        raise UsageError(f"--length {shape[-1]}: {e}") from None
     inputs = [(f"random {shape}", np.random.default_rng(seed).standard_normal(shape))]
     if args.input:
         x = read_input(args.input, config)
         inputs.append((f"{Path(args.input).name} {x.shape}", x))
 
-    print(f"{args.checkpoint}: EncoderNet1d {json.dumps(config.to_dict())}, "
+    print(f"{args.checkpoint}: {config.arch} {json.dumps(config.to_dict())}, "
           f"{sum(a.size for a in state_dict.values()):,} parameters; seed {seed}")
     rows = []
     with tqdm(total=len(inputs), desc="verify", unit="input", file=sys.stderr, disable=None) as progress:
@@ -234,6 +245,13 @@ def _fixed_bounds() -> str:
     return ", ".join(f"{dtype} {t['output']:g} outputs / {t['grad']:g} gradients" for dtype, t in TOLERANCES.items())
 
 
+def input_shape(config, batch: int, length: int | None) -> tuple[int, ...]:
+    """MDNC-layout input shape: (B, C, L), or (B, in_length) for a decoder's vector input."""
+    if getattr(config, "is_vector_input", False):
+        return (batch, config.in_length)
+    return (batch, config.in_channels, length or default_length(config))
+
+
 def format_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     """Plain text, columns aligned: easy to read in a terminal and to paste."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
@@ -252,6 +270,15 @@ def parse_input_shape(text: str) -> tuple[int, int]:
     return channels, length
 
 
+def preset_arguments(name: str, shape: tuple[int, int] | None, out_length: int) -> dict:
+    """--preset's arguments: in_planes from --input-shape; encnet out_length, decnet out_size from --out-length."""
+    arch = FAMILY_PRESETS[name][0]
+    if arch == "DecoderNet1d":
+        return {"out_size": out_length}
+    kwargs = {"in_planes": shape[0] if shape else 1}
+    return {**kwargs, "out_length": out_length} if arch == "EncoderNet1d" else kwargs
+
+
 def run_summary(args: argparse.Namespace) -> int:
     from .model import from_config
     from .summary import summary
@@ -260,13 +287,14 @@ def run_summary(args: argparse.Namespace) -> int:
         raise UsageError("give either a CHECKPOINT or --preset NAME")
     shape = parse_input_shape(args.input_shape) if args.input_shape else None
     if args.preset:
-        config = preset_config(args.preset, in_planes=shape[0] if shape else 1, out_length=args.out_length)
+        config = preset_config(args.preset, **preset_arguments(args.preset, shape, args.out_length))
     else:
-        _, config = checkpoint_io.load_checkpoint(args.checkpoint, args.key)
-    shape = shape or (config.in_planes, default_length(config))
+        config = parse_config(args.config) if args.config else None
+        _, config = checkpoint_io.load_checkpoint(args.checkpoint, args.key, config=config)
+    shape = shape or input_shape(config, 1, None)[1:]
     try:
         config.check_input_shape((1, *shape), channel_axis=1)
     except ValueError as e:
-        raise UsageError(f"--input-shape {shape[0]},{shape[1]}: {e}") from None
+        raise UsageError(f"--input-shape {','.join(map(str, shape))}: {e}") from None
     print(summary(from_config(config), shape))
     return 0

@@ -1,52 +1,307 @@
-"""Framework-free description of an ``EncoderNet1d``: arguments, validation and geometry.
+"""Framework-free arguments of MDNC's 1D residual family: validation, plans and geometry.
 
-Both implementations (the Flax modules and the PyTorch reference) validate their
-arguments and their inputs here, so the two raise the same errors, before any tracing.
+Both implementations (the Flax modules and the PyTorch reference) validate their arguments
+and their inputs here, so the two raise the same errors, before any tracing. Each config
+builds its architecture's ``plan.NetPlan``, the one description of its structure.
 This module imports neither JAX nor torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
+
+from . import plan as P
 
 BLOCK_DEPTH = {"plain": 2, "bottleneck": 3}  # convolutions on the residual branch
-PRESETS = {  # name -> (block, blocks per stage); all use 64 channels and 5 stages
+NORMALIZERS = ("batch", "inst", "pinst", "null")
+ACTIVATORS = ("prelu", "relu", "null")
+LAYER_ORDERS = ("new", "old")
+SCALERS = ("down", "up")
+
+# name -> (block, blocks per stage); EncoderNet1d presets (64 channels, 5 stages)
+PRESETS = {
     "encnet12": ("plain", (1,) * 5),
     "encnet32": ("bottleneck", (2,) * 5),
     "encnet47": ("bottleneck", (3,) * 5),
     "encnet62": ("bottleneck", (4,) * 5),
 }
+# every 1D preset of MDNC: name -> (arch, block, layers); all with 64 channels
+FAMILY_PRESETS = {
+    **{name: ("EncoderNet1d", block, layers) for name, (block, layers) in PRESETS.items()},
+    **{f"decnet{n + 1}": ("DecoderNet1d", block, layers)
+       for n, (block, layers) in zip((12, 32, 47, 62), PRESETS.values())},
+    **{f"{prefix}{n}": (arch, block, layers) for prefix, arch in (("ae", "AE1d"), ("unet", "UNet1d"))
+       for n, block, layers in ((16, "plain", (2, 1, 1)), (32, "bottleneck", (2, 2, 2)),
+                                (44, "bottleneck", (2,) * 4), (65, "bottleneck", (3,) * 4),
+                                (83, "bottleneck", (3,) * 5))},
+}
 
 
-def _positive_int(name: str, value: Any) -> int:
+def _positive_int(owner: str, name: str, value: Any) -> int:
     """``value`` as a Python int (numpy integers accepted), or a TypeError/ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"EncoderNet1d: {name} must be an int, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__} {value!r}")
     if value <= 0:
-        raise ValueError(f"EncoderNet1d: {name} must be positive, got {value}")
+        raise ValueError(f"{owner}: {name} must be positive, got {value}")
     return int(value)
 
 
-def normalize_block(block: Any) -> str:
+def _optional_int(owner: str, name: str, value: Any) -> int | None:
+    """None, or an int where 0 or less means None (MDNC's 'not set')."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be an int or None, got {value!r}")
+    return int(value) if value > 0 else None
+
+
+def _option(owner: str, name: str, value: Any, allowed: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{owner}: unknown {name} {value!r}; expected one of {list(allowed)}")
+    return value
+
+
+def normalize_block(block: Any, owner: str = "EncoderNet1d") -> str:
     """Return the canonical block name ('plain' or 'bottleneck'); case-insensitive as MDNC."""
     if not isinstance(block, str):
-        raise TypeError(f"EncoderNet1d: block must be a str, got {type(block).__name__} {block!r}")
+        raise TypeError(f"{owner}: block must be a str, got {type(block).__name__} {block!r}")
     name = block.casefold()
     if name not in BLOCK_DEPTH:
-        raise ValueError(f"EncoderNet1d: unknown block {block!r}; expected one of {sorted(BLOCK_DEPTH)}")
+        raise ValueError(f"{owner}: unknown block {block!r}; expected one of {sorted(BLOCK_DEPTH)}")
     return name
 
 
-def conv_length(length: int, kernel: int, stride: int, padding: int) -> int:
-    """Output length of a 1D convolution (PyTorch/XLA semantics, no dilation)."""
-    return (length + 2 * padding - kernel) // stride + 1
+def _layers(owner: str, layers: Any) -> tuple[int, ...]:
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence):
+        raise TypeError(f"{owner}: layers must be a sequence of ints, got {layers!r}")
+    if len(layers) < 2:
+        raise ValueError(f"{owner}: layers needs at least 2 stages, got {list(layers)}")
+    return tuple(_positive_int(owner, f"layers[{i}] (blocks in stage {i + 1})", n) for i, n in enumerate(layers))
+
+
+def kernel_geometry(kernel_size: int) -> tuple[int, int, int, int]:
+    """MDNC's cal_kernel_padding: (block kernel, padding, stride, stem/last kernel)."""
+    if kernel_size > 1:
+        return kernel_size, kernel_size // 2, 2, kernel_size + 2
+    return 1, 0, 1, 1
+
+
+class _Config:
+    """Shared behaviour of every config: dict round trip, input validation, lengths."""
+
+    arch: ClassVar[str]
+    input_rank: ClassVar[int] = 3
+
+    @classmethod
+    def coerce(cls, config):
+        return config if isinstance(config, cls) else cls.from_dict(config)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        d = dict(d)
+        arch = d.pop("arch", cls.arch)
+        if arch != cls.arch:
+            raise ValueError(f"{cls.arch} config: arch is {arch!r}")
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{cls.arch} config: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        """The constructor arguments with ``arch``; an EncoderNet1d's dict has none (absent means
+        EncoderNet1d), so its config files read as before the family existed."""
+        d = self.kwargs()
+        return d if self.arch == "EncoderNet1d" else {"arch": self.arch, **d}
+
+    def kwargs(self) -> dict:
+        """The constructor arguments (MDNC's names)."""
+        d = dataclasses.asdict(self)
+        if "layers" in d:
+            d["layers"] = list(self.layers)
+        return d
+
+    # -- subclasses: plan, in_channels, out_channels, _walk -----------------------------
+    def plan(self) -> P.NetPlan:
+        raise NotImplementedError
+
+    def _walk(self, length: int) -> int:
+        """Output length for an input of ``length``; raises plan.LengthProblem."""
+        raise NotImplementedError
+
+    @property
+    def has_batch_norm(self) -> bool:
+        return P.has_batch_norm(self.plan())
+
+    def _length_error(self, length: int, problem: P.LengthProblem) -> ValueError:
+        text = str(problem)
+        if text.startswith("too short"):
+            minimum = self.min_length()
+            return ValueError(
+                f"{self.arch}: input length {length} is too short{self._depth_words()} ({text[len('too short: '):]}); "
+                + (f"the minimum length is {minimum}" if minimum else "no length works for this configuration"))
+        return ValueError(f"{self.arch}: input length {length}: {text}{self._mismatch_hint()}")
+
+    def _depth_words(self) -> str:
+        return f" for {len(self.layers)} stages with kernel_size={self.kernel_size}"
+
+    def _mismatch_hint(self) -> str:
+        return (f" (even kernel_size={self.kernel_size} changes the length; use an odd kernel_size or another "
+                "input length)")
+
+    def output_length(self, length: int) -> int:
+        """Output length for an input of ``length``, or a ValueError naming the problem."""
+        try:
+            return self._walk(length)
+        except P.LengthProblem as problem:
+            raise self._length_error(length, problem) from None
+
+    def min_length(self) -> int | None:
+        """Smallest input length this network accepts, or None if no length works."""
+        for length in range(1, 2 ** (self._depth() + 2) + 16):  # each stage at most halves
+            try:
+                self._walk(length)
+                return length
+            except P.LengthProblem:
+                continue
+        return None
+
+    def _depth(self) -> int:
+        return len(self.layers)
+
+    def check_input_shape(self, shape: Sequence[int], channel_axis: int) -> int:
+        """Validate a (B, C, L) or (B, L, C) input shape; return the output length."""
+        layout = "(B, C, L)" if channel_axis == 1 else "(B, L, C)"
+        if len(shape) != 3:
+            raise ValueError(f"{self.arch}: input must be rank 3 {layout}, got shape {tuple(shape)}")
+        channels = shape[channel_axis]
+        if channels != self.in_channels:
+            raise ValueError(f"{self.arch}: input has {channels} channels but {self._in_channels_name}="
+                             f"{self.in_channels} (shape {tuple(shape)}, layout {layout})")
+        return self.output_length(shape[2 if channel_axis == 1 else 1])
+
+    _in_channels_name: ClassVar[str] = "in_planes"
+
+    @property
+    def in_channels(self) -> int:
+        return self.in_planes
+
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        """Output shape in MDNC layout for an input shape in MDNC layout."""
+        return (input_shape[0], self.out_channels, self.check_input_shape(input_shape, channel_axis=1))
+
+
+def conv_walk(plan: P.NetPlan, prefix: str, length: int) -> int:
+    """Length after the network-level convolution at ``prefix``."""
+    return P.seq_length(P.Seq(((prefix, plan.node(prefix)),)), length, prefix)
+
+
+# -- standalone blocks ---------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _BlockConfig(_Config):
+    """``BlockPlain1d`` / ``BlockBottleneck1d`` arguments, MDNC's names and defaults."""
+
+    in_planes: int
+    out_planes: int
+    kernel_size: int = 3
+    stride: int = 1
+    padding: int = 1
+    output_size: int | None = None
+    normalizer: str = "pinst"
+    activator: str = "prelu"
+    layer_order: str = "new"
+    scaler: str = "down"
+
+    block: ClassVar[str]
+
+    def __post_init__(self):
+        owner = self.arch
+        for name in ("in_planes", "out_planes", "kernel_size", "stride"):
+            object.__setattr__(self, name, _positive_int(owner, name, getattr(self, name)))
+        if isinstance(self.padding, bool) or not isinstance(self.padding, numbers.Integral) or self.padding < 0:
+            raise ValueError(f"{owner}: padding must be a non-negative int, got {self.padding!r}")
+        object.__setattr__(self, "padding", int(self.padding))
+        object.__setattr__(self, "output_size", _optional_int(owner, "output_size", self.output_size))
+        _option(owner, "normalizer", self.normalizer, NORMALIZERS)
+        _option(owner, "activator", self.activator, ACTIVATORS)
+        _option(owner, "layer_order", self.layer_order, LAYER_ORDERS)
+        _option(owner, "scaler", self.scaler, SCALERS)
+        if self.output_size is not None and self.scaler == "down":
+            warnings.warn(f"{owner}: output_size={self.output_size} is ignored with scaler='down' (as in MDNC)",
+                          stacklevel=4)
+        if self.layer_order == "old" and self.normalizer == "null":
+            warnings.warn(f"{owner}: layer_order='old' is ignored with normalizer='null' (as in MDNC: conv first)",
+                          stacklevel=4)
+
+    def plan(self) -> P.NetPlan:
+        kwargs = self.kwargs()
+        return P.NetPlan(self.arch, (("", None, P.block_plan(self.block, **kwargs)),))
+
+    @property
+    def out_channels(self) -> int:
+        return self.out_planes
+
+    def _walk(self, length: int) -> int:
+        return P.block_length(self.plan().node(""), length, "the block")
+
+    def _depth(self) -> int:
+        return 2
+
+    def _depth_words(self) -> str:
+        return ""
+
+    def _mismatch_hint(self) -> str:
+        return (f" (padding={self.padding} with kernel_size={self.kernel_size}; the branch keeps the shortcut's "
+                f"length with padding={self.kernel_size // 2} and an odd kernel_size)")
 
 
 @dataclasses.dataclass(frozen=True)
-class EncoderConfig:
+class BlockPlainConfig(_BlockConfig):
+    arch: ClassVar[str] = "BlockPlain1d"
+    block: ClassVar[str] = "plain"
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockBottleneckConfig(_BlockConfig):
+    arch: ClassVar[str] = "BlockBottleneck1d"
+    block: ClassVar[str] = "bottleneck"
+
+
+# -- networks --------------------------------------------------------------------------------
+class _NetworkConfig(_Config):
+    """Shared geometry of the networks (blocks always pinst / prelu / new)."""
+
+    @property
+    def block_depth(self) -> int:
+        return BLOCK_DEPTH[self.block]
+
+    @property
+    def stride(self) -> int:
+        return kernel_geometry(self.kernel_size)[2]
+
+    @property
+    def padding(self) -> int:
+        return kernel_geometry(self.kernel_size)[1]
+
+    @property
+    def stem_kernel(self) -> int:
+        return kernel_geometry(self.kernel_size)[3]
+
+    def _stage(self, flax_prefix: str, in_planes: int, out_planes: int, stack_level: int, **kwargs) -> P.StagePlan:
+        kwargs.setdefault("stride", self.stride)
+        return P.stage_plan(flax_prefix, self.block, in_planes, out_planes, self.kernel_size, self.padding,
+                            stack_level=stack_level, **kwargs)
+
+    def _end_conv(self, in_planes: int, out_planes: int, bias: bool) -> P.Conv:
+        return P.Conv(in_planes, out_planes, self.stem_kernel, 1, self.stem_kernel // 2, bias)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig(_NetworkConfig):
     """The constructor arguments of ``EncoderNet1d``, validated, plus derived geometry."""
 
     channel: int
@@ -56,60 +311,19 @@ class EncoderConfig:
     in_planes: int = 1
     out_length: int | None = 2
 
+    arch: ClassVar[str] = "EncoderNet1d"
+
     def __post_init__(self):
         for name in ("channel", "kernel_size", "in_planes"):
-            object.__setattr__(self, name, _positive_int(name, getattr(self, name)))
-        if isinstance(self.layers, (str, bytes)) or not isinstance(self.layers, Sequence):
-            raise TypeError(f"EncoderNet1d: layers must be a sequence of ints, got {self.layers!r}")
-        if len(self.layers) < 2:
-            raise ValueError(f"EncoderNet1d: layers needs at least 2 stages, got {list(self.layers)}")
-        layers = tuple(_positive_int(f"layers[{i}] (blocks in stage {i + 1})", n) for i, n in enumerate(self.layers))
-        object.__setattr__(self, "layers", layers)
-        object.__setattr__(self, "block", normalize_block(self.block))
-        out_length = self.out_length
-        if out_length is not None:
-            if isinstance(out_length, bool) or not isinstance(out_length, numbers.Integral):
-                raise TypeError(f"EncoderNet1d: out_length must be an int or None, got {out_length!r}")
-            out_length = int(out_length) if out_length > 0 else None  # MDNC: 0 means "no FC head"
-        object.__setattr__(self, "out_length", out_length)
-
-    @classmethod
-    def coerce(cls, config: EncoderConfig | dict) -> EncoderConfig:
-        return config if isinstance(config, cls) else cls.from_dict(config)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> EncoderConfig:
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"EncoderNet1d config: unknown fields {sorted(unknown)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["layers"] = list(self.layers)
-        return d
-
-    # -- derived geometry (MDNC's cal_kernel_padding) -------------------------------
-    @property
-    def block_depth(self) -> int:
-        return BLOCK_DEPTH[self.block]
+            object.__setattr__(self, name, _positive_int(self.arch, name, getattr(self, name)))
+        object.__setattr__(self, "layers", _layers(self.arch, self.layers))
+        object.__setattr__(self, "block", normalize_block(self.block, self.arch))
+        object.__setattr__(self, "out_length", _optional_int(self.arch, "out_length", self.out_length))
 
     @property
     def nlayers(self) -> int:
         """Convolutions along the depth: stem + residual branches + final conv."""
         return self.block_depth * sum(self.layers) + 2
-
-    @property
-    def stride(self) -> int:
-        return 2 if self.kernel_size > 1 else 1
-
-    @property
-    def padding(self) -> int:
-        return self.kernel_size // 2
-
-    @property
-    def stem_kernel(self) -> int:
-        return self.kernel_size + 2 if self.kernel_size > 1 else 1
 
     @property
     def stage_channels(self) -> list[tuple[int, int]]:
@@ -125,110 +339,270 @@ class EncoderConfig:
         return self.stage_channels[-1][1]
 
     def block_args(self, stage: int, index: int) -> tuple[int, int, int]:
-        """(in_planes, out_planes, stride) of block ``index`` in ``stage`` (0-based).
+        """(in_planes, out_planes, stride) of block ``index`` in ``stage`` (0-based), read from the plan:
+        as in MDNC, the first block changes the channels and the last one down-samples."""
+        block = self.plan().node(f"netbody.{stage + 1}").blocks[index][2]
+        first, last = block.branches[0][2].layers, block.branches[-1][2].layers
+        conv_in = next(layer for _, layer in first if isinstance(layer, P.Conv))
+        conv_out = next(layer for _, layer in last if isinstance(layer, P.Conv))
+        stride = max(layer.stride for _, _, seq in block.branches for _, layer in seq.layers
+                     if isinstance(layer, P.Conv))
+        return conv_in.in_planes, conv_out.out_planes, stride
 
-        As in MDNC, the first block changes the channels and the last one down-samples.
-        """
-        cin, cout = self.stage_channels[stage]
-        last = index == self.layers[stage] - 1
-        return (cin if index == 0 else cout), cout, (self.stride if last else 1)
+    def plan(self) -> P.NetPlan:
+        n, c = len(self.layers), self.out_channels
+        nodes = [("netbody.0", "stem", P.Conv(self.in_planes, self.channel, self.stem_kernel, 1,
+                                              self.stem_kernel // 2))]
+        nodes += [(f"netbody.{s + 1}", None, self._stage(f"stage{s + 1}", cin, cout, self.layers[s]))
+                  for s, (cin, cout) in enumerate(self.stage_channels)]
+        nodes.append((f"netbody.{n + 1}", "final_conv", P.Conv(c, c, self.kernel_size, 1, self.padding, True)))
+        if self.out_length is not None:
+            nodes += [(f"netbody.{n + 2}", None, P.AvgPool()), ("fc", "fc", P.Linear(c, self.out_length))]
+        return P.NetPlan(self.arch, tuple(nodes))
 
-    # -- input validation --------------------------------------------------------------
+    def _walk(self, length: int) -> int:
+        plan = self.plan()
+        length = conv_walk(plan, "netbody.0", length)
+        for s in range(len(self.layers)):
+            length = P.stage_length(plan.node(f"netbody.{s + 1}"), length, f"stage {s + 1}")[0]
+        return conv_walk(plan, f"netbody.{len(self.layers) + 1}", length)
+
     def feature_length(self, length: int) -> int:
-        """Length of the final feature map for an input of ``length``, or ValueError.
+        """Length of the final feature map for an input of ``length``, or ValueError."""
+        return self.output_length(length)
 
-        Checks what PyTorch would fail on deep inside: every instance norm needs at least
-        2 positions, and the residual branch and shortcut of each block must have the same
-        length (they do not for even kernels on some lengths).
-        """
-        problem = self._walk(length)
-        if problem is None:
-            return self._final_length(length)
-        if problem.startswith("too short"):
-            minimum = self.min_length()
-            raise ValueError(
-                f"EncoderNet1d: input length {length} is too short for {len(self.layers)} stages "
-                f"with kernel_size={self.kernel_size} ({problem[len('too short: '):]}); "
-                + (f"the minimum length is {minimum}" if minimum else "no length works for this configuration")
-            )
-        raise ValueError(f"EncoderNet1d: input length {length}: {problem}")
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        length = self.check_input_shape(input_shape, channel_axis=1)
+        if self.out_length is not None:
+            return (input_shape[0], self.out_length)
+        return (input_shape[0], self.out_channels, length)
 
-    def min_length(self) -> int | None:
-        """Smallest input length this network accepts, or None if no length works."""
-        for length in range(1, 2 ** (len(self.layers) + 2) + 16):  # each stage at most halves
-            if self._walk(length) is None:
-                return length
-        return None
 
-    def _final_length(self, length: int) -> int:
-        length = conv_length(length, self.stem_kernel, 1, self.stem_kernel // 2)
-        for stage, n in enumerate(self.layers):
-            for index in range(n):
-                _, _, stride = self.block_args(stage, index)
-                length = self._block_length(length, stride)[0]
-        return conv_length(length, self.kernel_size, 1, self.padding)
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig(_NetworkConfig):
+    """``DecoderNet1d(channel, layers, out_size, block, kernel_size, in_length, out_planes)``."""
 
-    def _block_length(self, length: int, stride: int) -> tuple[int, int, list[int]]:
-        """(branch output, shortcut output, lengths entering each instance norm)."""
-        k, p = self.kernel_size, self.padding
-        if self.block == "plain":
-            mid = conv_length(length, k, 1, p)
-            out = conv_length(mid, k, stride, p)
-            norms = [length, mid]
-        else:
-            mid = conv_length(length, k, stride, p)
-            out = mid
-            norms = [length, length, mid]
-        shortcut = conv_length(length, 1, stride, 0)
-        return out, shortcut, norms
+    channel: int
+    layers: tuple[int, ...]
+    out_size: int
+    block: str = "bottleneck"
+    kernel_size: int = 3
+    in_length: int | None = 2
+    out_planes: int = 1
 
-    def _walk(self, length: int) -> str | None:
-        length = conv_length(length, self.stem_kernel, 1, self.stem_kernel // 2)
-        for stage, n in enumerate(self.layers):
-            for index in range(n):
-                cin, cout, stride = self.block_args(stage, index)
-                out, shortcut, norms = self._block_length(length, stride)
-                if min(norms + [out]) < 2:  # instance norm of a single position is undefined
-                    return f"too short: stage {stage + 1} block {index + 1} would see length {min(norms + [out])}"
-                if out != shortcut:
-                    return (
-                        f"residual shapes cannot add in stage {stage + 1} block {index + 1}: branch length "
-                        f"{out} vs shortcut length {shortcut} (even kernel_size={self.kernel_size} changes the "
-                        "length; use an odd kernel_size or another input length)"
-                    )
-                length = out
-        return None
+    arch: ClassVar[str] = "DecoderNet1d"
+
+    def __post_init__(self):
+        for name in ("channel", "out_size", "kernel_size", "out_planes"):
+            object.__setattr__(self, name, _positive_int(self.arch, name, getattr(self, name)))
+        object.__setattr__(self, "layers", _layers(self.arch, self.layers))
+        object.__setattr__(self, "block", normalize_block(self.block, self.arch))
+        object.__setattr__(self, "in_length", _optional_int(self.arch, "in_length", self.in_length))
+        smallest = self.shapes[-1]
+        if smallest < 2:  # every stage starts with an instance norm
+            raise ValueError(f"{self.arch}: out_size={self.out_size} is too small for {len(self.layers)} stages "
+                             f"with kernel_size={self.kernel_size}: the first stage would see length {smallest}; "
+                             f"out_size must be > {self.stride ** len(self.layers)}" if self.stride > 1 else
+                             f"{self.arch}: out_size={self.out_size} must be at least 2")
+
+    @property
+    def shapes(self) -> tuple[int, ...]:
+        """MDNC's cal_scaled_shapes: out_size, then each ceil(previous / stride)."""
+        shapes = [self.out_size]
+        for _ in self.layers:
+            if shapes[-1] // self.stride == 0:
+                raise ValueError(f"{self.arch}: out_size={self.out_size} is too small for {len(self.layers)} "
+                                 f"stages with kernel_size={self.kernel_size}")
+            shapes.append(math.ceil(shapes[-1] / self.stride))
+        return tuple(shapes)
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        n = len(self.layers)
+        return tuple(self.channel * 2 ** i for i in range(n - 1, -1, -1))
+
+    @property
+    def is_vector_input(self) -> bool:
+        return self.in_length is not None
+
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        """The input shape without the batch: (in_length,) or (C, L) of a feature map."""
+        return (self.in_length,) if self.is_vector_input else (self.channels[0], self.shapes[-1])
+
+    @property
+    def nlayers(self) -> int:
+        return self.block_depth * sum(self.layers) + (3 if self.is_vector_input else 2)
+
+    @property
+    def in_channels(self) -> int:
+        return self.channels[0]
+
+    _in_channels_name: ClassVar[str] = "the first stage's channels (channel * 2 ** (len(layers) - 1))"
+
+    @property
+    def out_channels(self) -> int:
+        return self.out_planes
+
+    def plan(self) -> P.NetPlan:
+        ch, s = self.channels, self.shapes[-1]
+        nodes = []
+        if self.is_vector_input:  # a length-1 input: the output position j reads kernel tap s - 1 - j
+            nodes.append(("conv_in", "conv_in", P.Conv(self.in_length, ch[0], s, 1, s - 1, True)))
+        nodes.append(("conv_first", "conv_first", P.Conv(ch[0], ch[0], self.kernel_size, 1, self.padding)))
+        outs = ch[1:] + ch[-1:]
+        nodes += [(f"netbody.{i}", None, self._stage(f"stage{i + 1}", ch[i], outs[i], n, scaler="up"))
+                  for i, n in enumerate(self.layers)]
+        nodes.append(("conv_last", "conv_last", self._end_conv(ch[-1], self.out_planes, True)))
+        return P.NetPlan(self.arch, tuple(nodes))
+
+    def _walk(self, length: int) -> int:
+        plan = self.plan()
+        length = conv_walk(plan, "conv_first", length)
+        for i, target in enumerate(self.shapes[-2::-1]):
+            length = min(target, P.stage_length(plan.node(f"netbody.{i}"), length, f"stage {i + 1}")[0])
+        return conv_walk(plan, "conv_last", length)
 
     def check_input_shape(self, shape: Sequence[int], channel_axis: int) -> int:
-        """Validate a (B, C, L) or (B, L, C) input shape; return the output feature length."""
-        layout = "(B, C, L)" if channel_axis == 1 else "(B, L, C)"
-        if len(shape) != 3:
-            raise ValueError(f"EncoderNet1d: input must be rank 3 {layout}, got shape {tuple(shape)}")
-        channels = shape[channel_axis]
-        if channels != self.in_planes:
+        if not self.is_vector_input:
+            return super().check_input_shape(shape, channel_axis)
+        if len(shape) != 2 or shape[1] != self.in_length:
+            raise ValueError(f"{self.arch}: input must be (B, in_length={self.in_length}), got shape {tuple(shape)}")
+        return self._walk(self.shapes[-1])
+
+    def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        return (input_shape[0], self.out_planes, self.check_input_shape(input_shape, channel_axis=1))
+
+    def min_length(self) -> int | None:
+        return None if self.is_vector_input else super().min_length()
+
+
+@dataclasses.dataclass(frozen=True)
+class AEConfig(_NetworkConfig):
+    """``AE1d(channel, layers, block, kernel_size, in_planes, out_planes)``."""
+
+    channel: int
+    layers: tuple[int, ...]
+    block: str = "bottleneck"
+    kernel_size: int = 3
+    in_planes: int = 1
+    out_planes: int = 1
+
+    arch: ClassVar[str] = "AE1d"
+    skips: ClassVar[bool] = False  # UNet1d: down stages export their hidden tensor, up stages concatenate it
+
+    def __post_init__(self):
+        for name in ("channel", "kernel_size", "in_planes", "out_planes"):
+            object.__setattr__(self, name, _positive_int(self.arch, name, getattr(self, name)))
+        object.__setattr__(self, "layers", _layers(self.arch, self.layers))
+        object.__setattr__(self, "block", normalize_block(self.block, self.arch))
+
+    @property
+    def nlayers(self) -> int:
+        return self.block_depth * self.layers[-1] + 2 * self.block_depth * sum(self.layers[:-1]) + 2
+
+    @property
+    def out_channels(self) -> int:
+        return self.out_planes
+
+    def plan(self) -> P.NetPlan:
+        c, layers, ex = self.channel, self.layers, self.skips
+        down = [self._stage("down1", c, c, layers[0], export_hidden=ex)]
+        for j, n in enumerate(layers[1:-1]):
+            down.append(self._stage(f"down{j + 2}", c, 2 * c, n, export_hidden=ex))
+            c *= 2
+        middle = self._stage("middle", c, c, layers[-1], hidden_planes=2 * c, scaler="up")
+        up = []
+        for j, n in enumerate(layers[-2:0:-1]):
+            up.append(self._stage(f"up{j + 1}", c, c // 2, n, hidden_planes=c, ex_planes=c if ex else 0, scaler="up"))
+            c //= 2
+        up.append(self._stage(f"up{len(layers) - 1}", c, c, layers[0], hidden_planes=c, ex_planes=c if ex else 0,
+                              stride=1))
+        nodes = [("conv_first", "conv_first", self._end_conv(self.in_planes, self.channel, False))]
+        nodes += [(f"conv_down_list.{i}", None, stage) for i, stage in enumerate(down)]
+        nodes += [(f"conv_up_list.{i}", None, stage) for i, stage in enumerate(up)]  # registered before the middle
+        nodes += [("conv_middle_up", None, middle), ("conv_final", "conv_final", self._end_conv(c, self.out_planes,
+                                                                                                True))]
+        return P.NetPlan(self.arch, tuple(nodes))
+
+    def _walk(self, length: int) -> int:
+        plan, stages = self.plan(), len(self.layers) - 1
+        length = conv_walk(plan, "conv_first", length)
+        route = []
+        for i in range(stages):
+            out, hidden = P.stage_length(plan.node(f"conv_down_list.{i}"), length, f"down stage {i + 1}")
+            route.append(hidden if self.skips else length)
+            length = out
+        length = P.stage_length(plan.node("conv_middle_up"), length, "the middle stage")[0]
+        for i, reference in enumerate(reversed(route)):
+            length = P.stage_length(plan.node(f"conv_up_list.{i}"), min(length, reference), f"up stage {i + 1}")[0]
+        return conv_walk(plan, "conv_final", length)
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig(AEConfig):
+    """``UNet1d(channel, layers, block, kernel_size, in_planes, out_planes)``."""
+
+    arch: ClassVar[str] = "UNet1d"
+    skips: ClassVar[bool] = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        if 1 in self.layers[1:-1]:
             raise ValueError(
-                f"EncoderNet1d: input has {channels} channels but in_planes={self.in_planes} "
-                f"(shape {tuple(shape)}, layout {layout})"
-            )
-        return self.feature_length(shape[2 if channel_axis == 1 else 1])
+                f"{self.arch}: layers={list(self.layers)}: a 1 in layers[1:-1] makes that down stage export its "
+                "input (half the channels) as the skip, which the matching up stage cannot take; MDNC builds this "
+                "network and fails at its first forward (the unet16 preset). Use at least 2 blocks there")
 
 
-def preset_config(name: str, in_planes: int = 1, out_length: int | None = 2, kernel_size: int = 3) -> EncoderConfig:
-    """Config of a named MDNC preset (64 channels, 5 stages)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
-    block, layers = PRESETS[name]
-    return EncoderConfig(64, layers, block, kernel_size, in_planes, out_length)
+CONFIGS = {cls.arch: cls for cls in (BlockPlainConfig, BlockBottleneckConfig, EncoderConfig, DecoderConfig, AEConfig,
+                                     UNetConfig)}
+
+
+def config_from_dict(d: dict) -> _Config:
+    """The config of a dict with an ``arch`` field (class name; absent means ``EncoderNet1d``)."""
+    arch = d.get("arch", "EncoderNet1d")
+    if arch not in CONFIGS:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(CONFIGS)}")
+    return CONFIGS[arch].from_dict(d)
+
+
+def coerce_config(config) -> _Config:
+    """A config object as is, or the config of its dict."""
+    return config if isinstance(config, _Config) else config_from_dict(config)
+
+
+def preset_config(name: str, *args, **kwargs) -> _Config:
+    """Config of a named MDNC 1D preset (64 channels). Arguments after the preset's own
+    (block, layers) are the architecture's, by name or in order: encnet (in_planes=1,
+    out_length=2, kernel_size=3); decnet (out_size, kernel_size=3, in_length=2, out_planes=1);
+    ae/unet (in_planes=1, out_planes=1, kernel_size=3)."""
+    if name not in FAMILY_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(FAMILY_PRESETS)}")
+    arch, block, layers = FAMILY_PRESETS[name]
+    order = PRESET_ARGS[arch]
+    if len(args) > len(order):
+        raise TypeError(f"{name}: at most {len(order)} positional arguments {order}, got {len(args)}")
+    return CONFIGS[arch](channel=64, layers=layers, block=block, **dict(zip(order, args)), **kwargs)
+
+
+PRESET_ARGS = {"EncoderNet1d": ("in_planes", "out_length", "kernel_size"),
+               "DecoderNet1d": ("out_size", "kernel_size", "in_length", "out_planes"),
+               "AE1d": ("in_planes", "out_planes", "kernel_size"), "UNet1d": ("in_planes", "out_planes", "kernel_size")}
 
 
 def make_preset(name: str, build):
-    """A timm-style factory ``name(in_planes=1, out_length=2, kernel_size=3, **kwargs)``
-    returning ``build(preset_config(...), **kwargs)``."""
-    block = PRESETS[name][0]
+    """A timm-style factory ``name(*preset args, **kwargs)`` returning ``build(preset_config(...), **kwargs)``;
+    keyword arguments that are not the architecture's (dtype, ...) go to ``build``."""
+    arch, block, layers = FAMILY_PRESETS[name]
+    fields = {f.name for f in dataclasses.fields(CONFIGS[arch])}
 
-    def factory(in_planes: int = 1, out_length: int | None = 2, kernel_size: int = 3, **kwargs):
-        return build(preset_config(name, in_planes, out_length, kernel_size), **kwargs)
+    def factory(*args, **kwargs):
+        config_kwargs = {k: v for k, v in kwargs.items() if k in fields}
+        return build(preset_config(name, *args, **config_kwargs),
+                     **{k: v for k, v in kwargs.items() if k not in fields})
 
     factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = f"MDNC preset ``{name}``: 64 channels, 5 stages of {block} blocks {PRESETS[name][1]}."
+    factory.__doc__ = (f"MDNC preset ``{name}`` ({arch}): 64 channels, {block} blocks {list(layers)}; "
+                       f"arguments {PRESET_ARGS[arch]}.")
     return factory

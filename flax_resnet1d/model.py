@@ -1,24 +1,31 @@
-"""Flax linen ``EncoderNet1d``: the 1D residual encoder of MDNC, channels-last.
+"""Flax linen modules of MDNC's 1D residual family, channels-last.
 
-Layout: inputs are ``(B, L, C)`` (Flax convention) where MDNC takes ``(B, C, L)``; the
-feature map comes out as ``(B, L', C')``. Convolution kernels are ``(k, in, out)`` where
-PyTorch stores ``(out, in, k)``; ``flax_resnet1d.port`` converts between the two.
+Layout: inputs are ``(B, L, C)`` (Flax convention) where MDNC takes ``(B, C, L)``, and feature
+maps come out as ``(B, L', C')``; a decoder's vector input is ``(B, in_length)``. Convolution
+kernels are ``(k, in, out)`` where PyTorch stores ``(out, in, k)``; ``flax_resnet1d.port``
+converts between the two.
 
-Every sub-layer follows MDNC's "new" order: InstanceNorm(affine) -> PReLU -> Conv.
-Fresh parameters follow PyTorch's default initializers, so training from scratch
-behaves as the reference does.
+The structure of every block and network is read from its plan (``flax_resnet1d.plan``), the
+same one the PyTorch reference and the port read. The pinst norm and the PReLU after it (new
+order) run as one fused kernel from ``ops``; every other layer (BatchNorm, ReLU, the old order,
+up-sampling) is plain jnp code. Fresh parameters follow PyTorch's default initializers, so
+training from scratch behaves as the reference does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from .config import EncoderConfig, make_preset
+from . import plan as P
+from .config import (AEConfig, BlockBottleneckConfig, BlockPlainConfig, DecoderConfig, EncoderConfig, UNetConfig,
+                     coerce_config, make_preset)
 from .ops import conv1d, instance_norm
 
 Dtype = Any
@@ -38,27 +45,88 @@ def torch_bias_init(fan_in: int) -> nn.initializers.Initializer:
     return init
 
 
-class InstanceNorm1d(nn.Module):
-    """Instance norm over the length axis of ``(B, L, C)``, affine, biased variance.
+def _stat_dtype(x) -> Dtype:
+    return jnp.promote_types(x.dtype, jnp.float32)
 
-    ``__call__(x, negative_slope)`` also applies a per-channel PReLU with that slope (see
-    ``instance_norm``). Statistics are computed in at least float32.
+
+class InstanceNorm1d(nn.Module):
+    """Instance norm over the length axis of ``(B, L, C)``, biased variance; affine for MDNC's
+    'pinst' (``scale``, ``bias``), none for 'inst'.
+
+    ``fused``: ``__call__(x, negative_slope)`` runs norm, affine and the PReLU with that slope
+    as one ``ops.instance_norm`` kernel; otherwise plain jnp. Statistics in at least float32.
     """
 
     features: int
+    use_affine: bool = True
+    fused: bool = True
     epsilon: float = 1e-5
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, negative_slope: jax.Array | None = None):
-        scale = self.param("scale", nn.initializers.ones, (self.features,), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-        stat_dtype = jnp.promote_types(x.dtype, jnp.float32)
-        if negative_slope is not None:
-            negative_slope = negative_slope.astype(stat_dtype)
-        y = instance_norm(x.astype(stat_dtype), scale.astype(stat_dtype), bias.astype(stat_dtype), negative_slope,
-                          self.epsilon)
+        stat_dtype = _stat_dtype(x)
+        out_dtype = self.dtype or jnp.result_type(x.dtype, self.param_dtype)
+        xs = x.astype(stat_dtype)
+        if self.use_affine:
+            scale = self.param("scale", nn.initializers.ones, (self.features,), self.param_dtype).astype(stat_dtype)
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype).astype(stat_dtype)
+        if self.fused:
+            slope = None if negative_slope is None else negative_slope.astype(stat_dtype)
+            return instance_norm(xs, scale, bias, slope, self.epsilon).astype(out_dtype)
+        centered = xs - jnp.mean(xs, axis=1, keepdims=True)
+        y = centered * jax.lax.rsqrt(jnp.mean(jnp.square(centered), axis=1, keepdims=True) + self.epsilon)
+        if self.use_affine:
+            y = y * scale + bias
+        return y.astype(out_dtype)
+
+
+class BatchNorm1d(nn.Module):
+    """PyTorch's ``BatchNorm1d`` on ``(B, L, C)``: params ``scale``, ``bias``; ``batch_stats``
+    ``mean``, ``var``, ``num_batches_tracked``.
+
+    ``train=False`` normalizes with the running statistics. ``train=True`` normalizes with the
+    batch's mean and biased variance (two passes) and, when ``batch_stats`` is mutable, updates
+    the running statistics as PyTorch does: ``new = (1 - momentum) * old + momentum * batch``
+    with the *unbiased* variance, and counts the batch.
+    """
+
+    features: int
+    momentum: float = 0.1
+    epsilon: float = 1e-5
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        c = (self.features,)
+        scale = self.param("scale", nn.initializers.ones, c, self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, c, self.param_dtype)
+        running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(c, self.param_dtype))
+        running_var = self.variable("batch_stats", "var", lambda: jnp.ones(c, self.param_dtype))
+        count = self.variable("batch_stats", "num_batches_tracked", lambda: jnp.zeros((), jnp.int32))
+        stat_dtype = _stat_dtype(x)
+        xs = x.astype(stat_dtype)
+        if train:
+            n = x.shape[0] * x.shape[1]
+            if n < 2:
+                raise ValueError(f"BatchNorm1d: train mode needs more than one value per channel, got input shape "
+                                 f"{tuple(x.shape)} (B * L = {n})")
+            mean = jnp.mean(xs, axis=(0, 1))
+            centered = xs - mean
+            var = jnp.mean(jnp.square(centered), axis=(0, 1))
+            y = centered * jax.lax.rsqrt(var + self.epsilon)
+            if not self.is_initializing():
+                m = self.momentum
+                stats = jax.lax.stop_gradient((mean, var * (n / (n - 1))))
+                running_mean.value = ((1 - m) * running_mean.value + m * stats[0]).astype(running_mean.value.dtype)
+                running_var.value = ((1 - m) * running_var.value + m * stats[1]).astype(running_var.value.dtype)
+                count.value = count.value + 1
+        else:
+            y = (xs - running_mean.value.astype(stat_dtype)) * jax.lax.rsqrt(
+                running_var.value.astype(stat_dtype) + self.epsilon)
+        y = y * scale.astype(stat_dtype) + bias.astype(stat_dtype)
         return y.astype(self.dtype or jnp.result_type(x.dtype, self.param_dtype))
 
 
@@ -79,6 +147,45 @@ class PReLU(nn.Module):
             return norm(x, slope)
         x, slope = nn.dtypes.promote_dtype(x, slope, dtype=self.dtype)
         return jnp.where(x > 0, x, slope * x)
+
+
+class ReLU(nn.Module):
+    """PyTorch's ReLU, including its zero gradient at 0. No parameters; a module so that
+    ``summary`` lists it, as torchsummary does."""
+
+    @nn.compact
+    def __call__(self, x):
+        return jnp.where(x > 0, x, jnp.zeros_like(x))
+
+
+class Upsample(nn.Module):
+    """``nn.Upsample(mode='linear', align_corners=True)`` by ``scale_factor`` or to ``size``; no parameters."""
+
+    scale_factor: int | None = None
+    size: int | None = None
+
+    @nn.compact
+    def __call__(self, x):
+        return upsample_linear(x, self.size if self.size is not None else x.shape[1] * self.scale_factor)
+
+
+def upsample_linear(x, out_length: int):
+    """``nn.Upsample(mode='linear', align_corners=True)`` along the length of ``(B, L, C)``:
+    output position i samples i * (L - 1) / (out_length - 1), linearly between neighbours."""
+    length = x.shape[1]
+    scale = (length - 1) / (out_length - 1) if out_length > 1 else 0.0
+    source = scale * np.arange(out_length)
+    low = np.minimum(source.astype(np.int64), length - 1)
+    high = np.minimum(low + 1, length - 1)
+    weight = jnp.asarray((source - low)[None, :, None], x.dtype)
+    return x[:, low] * (1 - weight) + x[:, high] * weight
+
+
+def middle_crop(x, length: int):
+    """MDNC's middle cropping of ``(B, L, C)`` to at most ``length`` positions: start (L - length) // 2."""
+    length = min(length, x.shape[1])
+    start = (x.shape[1] - length) // 2
+    return x[:, start:start + length]
 
 
 class Conv1d(nn.Module):
@@ -105,100 +212,163 @@ class Conv1d(nn.Module):
         return y if bias is None else y + bias
 
 
-def _conv(owner: nn.Module, in_planes: int, out_planes: int, kernel_size: int, stride: int, padding: int,
-          use_bias: bool, name: str) -> Conv1d:
-    """A ``Conv1d`` sharing the owner's dtype, param_dtype and precision."""
-    return Conv1d(in_planes, out_planes, kernel_size, stride, padding, use_bias, dtype=owner.dtype,
-                  param_dtype=owner.param_dtype, precision=owner.precision, name=name)
+def _conv(owner: nn.Module, conv: P.Conv, name: str) -> Conv1d:
+    """The ``Conv1d`` of a plan layer, sharing the owner's dtype, param_dtype and precision."""
+    return Conv1d(conv.in_planes, conv.out_planes, conv.kernel_size, conv.stride, conv.padding, conv.bias,
+                  dtype=owner.dtype, param_dtype=owner.param_dtype, precision=owner.precision, name=name)
 
 
-class NormActConv(nn.Module):
-    """One residual sub-layer (MDNC's ``res_branch``): InstanceNorm -> PReLU -> Conv, no bias."""
+class Branch(nn.Module):
+    """One ``nn.Sequential`` of a block (a residual branch or the shortcut), read from its plan."""
 
-    in_planes: int
-    out_planes: int
-    kernel_size: int
-    stride: int
-    padding: int
+    seq: P.Seq
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
     precision: PrecisionLike = None
 
     @nn.compact
-    def __call__(self, x):
-        norm = InstanceNorm1d(self.in_planes, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")
-        x = PReLU(self.in_planes, dtype=self.dtype, param_dtype=self.param_dtype, name="act")(x, norm)  # fused
-        conv = _conv(self, self.in_planes, self.out_planes, self.kernel_size, self.stride, self.padding, False, "conv")
-        return conv(x)
+    def __call__(self, x, train: bool = False):
+        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        layers, i = self.seq.layers, 0
+        while i < len(layers):
+            name, layer = layers[i]
+            if isinstance(layer, P.Conv):
+                x = _conv(self, layer, name)(x)
+            elif isinstance(layer, P.Upsample):
+                x = Upsample(layer.scale_factor, layer.size, name=name)(x)
+            elif isinstance(layer, P.Norm) and layer.kind == "batch":
+                x = BatchNorm1d(layer.features, **dtypes, name=name)(x, train)
+            elif isinstance(layer, P.Norm):
+                norm = InstanceNorm1d(layer.features, layer.kind == "pinst", self.seq.fused, **dtypes, name=name)
+                following = layers[i + 1] if i + 1 < len(layers) else None
+                if self.seq.fused and following is not None and isinstance(following[1], P.Act):
+                    x = PReLU(following[1].features, **dtypes, name=following[0])(x, norm)  # one fused kernel
+                    i += 1
+                else:
+                    x = norm(x)
+            elif layer.kind == "prelu":
+                x = PReLU(layer.features, **dtypes, name=name)(x)
+            else:
+                x = ReLU(name=name)(x)
+            i += 1
+        return x
 
 
-class ConvNorm(nn.Module):
-    """The projection shortcut (MDNC's ``in_node``): strided 1x1 Conv -> InstanceNorm."""
+def _residual(owner: nn.Module, block: P.BlockPlan, x, train: bool):
+    """``branch(x) + shortcut(x)`` of a block plan, submodules named as the plan says."""
+    shared = dict(dtype=owner.dtype, param_dtype=owner.param_dtype, precision=owner.precision)
+    residual = x
+    for _, flax_name, seq in block.branches:
+        residual = Branch(seq, **shared, name=flax_name)(residual, train)
+    shortcut = x if block.shortcut is None else Branch(block.shortcut, **shared, name="shortcut")(x, train)
+    return residual + shortcut
 
-    in_planes: int
-    out_planes: int
-    stride: int
+
+class PlannedBlock(nn.Module):
+    """A residual block given by its plan (the blocks inside the networks)."""
+
+    block: P.BlockPlan
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
     precision: PrecisionLike = None
 
     @nn.compact
-    def __call__(self, x):
-        x = _conv(self, self.in_planes, self.out_planes, 1, self.stride, 0, False, "conv")(x)
-        return InstanceNorm1d(self.out_planes, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
+    def __call__(self, x, train: bool = False):
+        return _residual(self, self.block, x, train)
+
+
+def _config_of(module: nn.Module):
+    """The config of a block or network module: its fields of the same names, validated."""
+    cls = module.config_class
+    return cls(**{f.name: getattr(module, f.name) for f in dataclasses.fields(cls)})
+
+
+def _checked_config(module: nn.Module, x):
+    """The module's config, after checking the input ``x`` (channels-last) against it."""
+    config = module.config
+    config.check_input_shape(x.shape, channel_axis=2)
+    return config
 
 
 class _ResidualBlock1d(nn.Module):
-    """Residual block: ``branch(x) + shortcut(x)``; subclasses define the branch's convs."""
+    """MDNC's standalone block, with MDNC's arguments and defaults; ``__call__(x, train=False)``
+    on ``(B, L, in_planes)``."""
 
     in_planes: int
     out_planes: int
     kernel_size: int = 3
     stride: int = 1
     padding: int = 1
+    output_size: int | None = None
+    normalizer: str = "pinst"
+    activator: str = "prelu"
+    layer_order: str = "new"
+    scaler: str = "down"
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
     precision: PrecisionLike = None
 
-    def branch(self) -> Sequence[tuple[int, int, int, int]]:
-        """(out_planes, kernel_size, stride, padding) of conv1, conv2, ..."""
-        raise NotImplementedError
+    config_class = None
 
-    @property
-    def has_shortcut_conv(self) -> bool:
-        return self.stride > 1 or self.in_planes != self.out_planes
+    def __post_init__(self):
+        self.config  # validates every argument, early and by name
+        super().__post_init__()
+
+    config = property(lambda self: _config_of(self))
 
     @nn.compact
-    def __call__(self, x):
-        shared = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
-        residual, planes = x, self.in_planes
-        for i, (out_planes, kernel_size, stride, padding) in enumerate(self.branch(), start=1):
-            residual = NormActConv(planes, out_planes, kernel_size, stride, padding, **shared, name=f"conv{i}")(residual)
-            planes = out_planes
-        shortcut = ConvNorm(self.in_planes, self.out_planes, self.stride, **shared, name="shortcut")(x) if self.has_shortcut_conv else x
-        return residual + shortcut
+    def __call__(self, x, train: bool = False):
+        return _residual(self, _checked_config(self, x).plan().node(""), x, train)
 
 
 class BlockPlain1d(_ResidualBlock1d):
-    """Plain block: k-conv (in -> in), strided k-conv (in -> out)."""
+    """Plain block: k-conv (in -> in), k-conv (in -> out) carrying the scaling."""
 
-    def branch(self):
-        k, p = self.kernel_size, self.padding
-        return [(self.in_planes, k, 1, p), (self.out_planes, k, self.stride, p)]
+    config_class = BlockPlainConfig
 
 
 class BlockBottleneck1d(_ResidualBlock1d):
-    """Bottleneck block without channel reduction: 1x1 (in -> in), strided k (in -> in), 1x1 (in -> out)."""
+    """Bottleneck block without channel reduction: 1x1 (in -> in), k (in -> in) scaling, 1x1 (in -> out)."""
 
-    def branch(self):
-        k, p = self.kernel_size, self.padding
-        return [(self.in_planes, 1, 1, 0), (self.in_planes, k, self.stride, p), (self.out_planes, 1, 1, 0)]
+    config_class = BlockBottleneckConfig
 
 
-BLOCKS = {"plain": BlockPlain1d, "bottleneck": BlockBottleneck1d}
+# -- networks ------------------------------------------------------------------------------
+def _stage(owner: nn.Module, stage: P.StagePlan, x, train: bool, skip=None):
+    """(output, the tensor fed to conv_scale) of a stage; with a skip both are middle-cropped to
+    the shorter and concatenated [x, skip] on channels first."""
+    shared = dict(dtype=owner.dtype, param_dtype=owner.param_dtype, precision=owner.precision)
+    if stage.ex_planes:
+        length = min(x.shape[1], skip.shape[1])
+        x = jnp.concatenate([middle_crop(x, length), middle_crop(skip, length)], axis=-1)
+    hidden = x
+    for i, (_, flax_name, block) in enumerate(stage.blocks):
+        hidden = x if i == len(stage.blocks) - 1 else hidden
+        x = PlannedBlock(block, **shared, name=flax_name)(x, train)
+    return x, hidden
 
 
-class EncoderNet1d(nn.Module):
+class _Network(nn.Module):
+    """Shared pieces of the networks: the config from the fields, validation, dtype handling."""
+
+    config_class = None
+
+    def __post_init__(self):
+        config = self.config  # validates every argument, early and by name
+        object.__setattr__(self, "layers", config.layers)
+        super().__post_init__()
+
+    config = property(lambda self: _config_of(self))
+
+    @property
+    def nlayers(self) -> int:
+        return self.config.nlayers
+
+    def _conv_node(self, plan: P.NetPlan, prefix: str) -> Conv1d:
+        return _conv(self, plan.node(prefix), plan.flax_name(prefix))
+
+
+class EncoderNet1d(_Network):
     """MDNC ``EncoderNet1d`` in Flax.
 
     ``__call__(x)`` takes ``x`` of shape ``(B, L, in_planes)`` and returns ``(B, out_length)``,
@@ -218,47 +388,111 @@ class EncoderNet1d(nn.Module):
     param_dtype: Dtype = jnp.float32
     precision: PrecisionLike = None
 
-    def __post_init__(self):
-        config = self.config  # validates every argument, early and by name
-        object.__setattr__(self, "layers", config.layers)
-        super().__post_init__()
-
-    @property
-    def config(self) -> EncoderConfig:
-        return EncoderConfig(self.channel, self.layers, self.block, self.kernel_size, self.in_planes, self.out_length)
-
-    @property
-    def nlayers(self) -> int:
-        return self.config.nlayers
+    config_class = EncoderConfig
 
     @nn.compact
-    def __call__(self, x):
-        config = self.config
-        config.check_input_shape(x.shape, channel_axis=2)
-        shared = dict(dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision)
-        block_cls = BLOCKS[config.block]
-        x = _conv(self, config.in_planes, config.channel, config.stem_kernel, 1, config.stem_kernel // 2, False, "stem")(x)
-        for stage, num_blocks in enumerate(config.layers):
-            for index in range(num_blocks):
-                in_planes, out_planes, stride = config.block_args(stage, index)
-                x = block_cls(in_planes, out_planes, config.kernel_size, stride, config.padding, **shared,
-                              name=f"stage{stage + 1}_block{index + 1}")(x)
-        channels = config.out_channels
-        x = _conv(self, channels, channels, config.kernel_size, 1, config.padding, True, "final_conv")(x)
+    def __call__(self, x, train: bool = False):
+        config = _checked_config(self, x)
+        plan, n = config.plan(), len(config.layers)
+        x = self._conv_node(plan, "netbody.0")(x)
+        for s in range(n):
+            x = _stage(self, plan.node(f"netbody.{s + 1}"), x, train)[0]
+        x = self._conv_node(plan, f"netbody.{n + 1}")(x)
         if config.out_length is None:
             return x
         x = jnp.mean(x, axis=1)  # AdaptiveAvgPool1d(1) + flatten
+        channels = config.out_channels
         return nn.Dense(config.out_length, dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision,
                         kernel_init=torch_kernel_init, bias_init=torch_bias_init(channels), name="fc")(x)
 
 
-def from_config(config: EncoderConfig | dict, **kwargs) -> EncoderNet1d:
-    """Build the Flax model of a config (``EncoderConfig`` or its dict); kwargs set dtype etc."""
-    c = EncoderConfig.coerce(config)
-    return EncoderNet1d(c.channel, c.layers, c.block, c.kernel_size, c.in_planes, c.out_length, **kwargs)
+class DecoderNet1d(_Network):
+    """MDNC ``DecoderNet1d`` in Flax: ``(B, in_length)`` (or, with ``in_length=None``, the feature
+    map ``(B, shapes[-1], C)``) -> ``(B, out_size, out_planes)``."""
+
+    channel: int
+    layers: Sequence[int]
+    out_size: int
+    block: str = "bottleneck"
+    kernel_size: int = 3
+    in_length: int | None = 2
+    out_planes: int = 1
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+
+    config_class = DecoderConfig
+
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        return self.config.input_size
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        config = _checked_config(self, x)
+        plan, shapes = config.plan(), config.shapes
+        if config.is_vector_input:
+            x = middle_crop(self._conv_node(plan, "conv_in")(x[:, None, :]), shapes[-1])
+        x = self._conv_node(plan, "conv_first")(x)
+        for i, target in enumerate(shapes[-2::-1]):
+            x = middle_crop(_stage(self, plan.node(f"netbody.{i}"), x, train)[0], target)
+        return self._conv_node(plan, "conv_last")(x)
 
 
-encnet12 = make_preset("encnet12", from_config)
-encnet32 = make_preset("encnet32", from_config)
-encnet47 = make_preset("encnet47", from_config)
-encnet62 = make_preset("encnet62", from_config)
+class AE1d(_Network):
+    """MDNC ``AE1d`` in Flax: ``(B, L, in_planes)`` -> ``(B, L, out_planes)``, any L the stages take."""
+
+    channel: int
+    layers: Sequence[int]
+    block: str = "bottleneck"
+    kernel_size: int = 3
+    in_planes: int = 1
+    out_planes: int = 1
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    precision: PrecisionLike = None
+
+    config_class = AEConfig
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        config = _checked_config(self, x)
+        plan, stages = config.plan(), len(config.layers) - 1
+        x = self._conv_node(plan, "conv_first")(x)
+        route = []  # AE1d: each down stage's input, to crop to; UNet1d: its hidden tensor, the skip
+        for i in range(stages):
+            out, hidden = _stage(self, plan.node(f"conv_down_list.{i}"), x, train)
+            route.append(hidden if config.skips else x)
+            x = out
+        x = _stage(self, plan.node("conv_middle_up"), x, train)[0]
+        for i, reference in enumerate(reversed(route)):
+            stage = plan.node(f"conv_up_list.{i}")
+            if config.skips:
+                x = _stage(self, stage, x, train, skip=reference)[0]
+            else:
+                x = _stage(self, stage, middle_crop(x, reference.shape[1]), train)[0]
+        return self._conv_node(plan, "conv_final")(x)
+
+
+class UNet1d(AE1d):
+    """MDNC ``UNet1d`` in Flax: as ``AE1d``, with each down stage's hidden tensor concatenated
+    (after middle cropping) into the matching up stage."""
+
+    config_class = UNetConfig
+
+
+ARCHITECTURES = {cls.config_class.arch: cls for cls in (BlockPlain1d, BlockBottleneck1d, EncoderNet1d, DecoderNet1d,
+                                                       AE1d, UNet1d)}
+
+
+def from_config(config, **kwargs) -> nn.Module:
+    """Build the Flax model of a config (a config object, or a dict with ``arch``, absent meaning
+    ``EncoderNet1d``); kwargs set dtype, param_dtype, precision."""
+    config = coerce_config(config)
+    return ARCHITECTURES[config.arch](**config.kwargs(), **kwargs)
+
+
+encnet12, encnet32, encnet47, encnet62 = (make_preset(f"encnet{n}", from_config) for n in (12, 32, 47, 62))
+decnet13, decnet33, decnet48, decnet63 = (make_preset(f"decnet{n}", from_config) for n in (13, 33, 48, 63))
+ae16, ae32, ae44, ae65, ae83 = (make_preset(f"ae{n}", from_config) for n in (16, 32, 44, 65, 83))
+unet16, unet32, unet44, unet65, unet83 = (make_preset(f"unet{n}", from_config) for n in (16, 32, 44, 65, 83))

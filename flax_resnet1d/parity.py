@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import port
-from .config import EncoderConfig
+from .config import coerce_config
 from .model import from_config
 
 # max|a-b| / max|b| bounds: outputs and gradients, per dtype (CPU).
@@ -45,12 +45,13 @@ def relative_error(a, b) -> float:
     return float(np.max(np.abs(a - b)) / scale) if scale > 0 else float(np.max(np.abs(a - b)))
 
 
-def random_state_dict(config: EncoderConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """float64 MDNC state dict with every parameter away from its initial value.
+def random_state_dict(config, seed: int = 0) -> dict[str, np.ndarray]:
+    """float64 MDNC state dict with every parameter and running statistic away from its initial value.
 
     Norm scales ~ U(0.5, 1.5), norm biases and conv/fc biases ~ N(0, 0.1^2), PReLU slopes
     ~ U(-0.5, 0.5) (some negative), weights ~ N(0, 1/fan_in): non-trivial everywhere but
-    keeping activations of order one through the depth.
+    keeping activations of order one through the depth. BatchNorm running means ~ N(0, 0.1^2),
+    variances ~ U(0.5, 1.5), batch counts (int64) random.
     """
     rng = np.random.default_rng(seed)
     sd = {}
@@ -58,14 +59,30 @@ def random_state_dict(config: EncoderConfig, seed: int = 0) -> dict[str, np.ndar
         shape, leaf = row.torch_shape, row.flax_path[-1]
         if leaf == "kernel":
             value = rng.normal(0.0, 1.0 / np.sqrt(np.prod(shape[1:])), shape)
-        elif leaf == "scale":
+        elif leaf in ("scale", "var"):
             value = rng.uniform(0.5, 1.5, shape)
         elif leaf == "negative_slope":
             value = rng.uniform(-0.5, 0.5, shape)
+        elif leaf == "num_batches_tracked":
+            value = np.int64(rng.integers(0, 1000))
         else:
             value = rng.normal(0.0, 0.1, shape)
         sd[row.torch_key] = value
     return sd
+
+
+def cast_floats(tree, dtype):
+    """Every floating leaf of ``tree`` as ``dtype`` (jnp arrays); integer leaves (batch counts) as they are."""
+    return jax.tree.map(lambda a: jnp.asarray(a, dtype) if np.issubdtype(np.asarray(a).dtype, np.floating)
+                        else jnp.asarray(a), tree)
+
+
+def to_flax_input(x_mdnc: np.ndarray) -> np.ndarray:
+    """(B, C, L) -> (B, L, C); a vector input (B, F) stays."""
+    return x_mdnc if x_mdnc.ndim == 2 else np.swapaxes(x_mdnc, 1, 2)
+
+
+to_mdnc_output = to_flax_input  # the same swap of the last two axes of a feature map
 
 
 @contextlib.contextmanager
@@ -77,44 +94,50 @@ def dtype_context(dtype: str):
 
 @dataclasses.dataclass
 class Outputs:
-    """Forward output (reference layout: (B, out) or (B, C, L)) and gradients by MDNC key."""
+    """Forward output (MDNC layout), gradients by MDNC key, and (train mode) the updated BatchNorm statistics."""
 
     y: np.ndarray
-    grad_x: np.ndarray  # (B, C, L)
+    grad_x: np.ndarray  # MDNC layout, as the input
     grads: dict[str, np.ndarray]
+    stats: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
-def flax_outputs(state_dict: Mapping, config: EncoderConfig, x_bcl: np.ndarray, cotangent: np.ndarray,
-                 dtype: str, compute_dtype=None, **model_kwargs) -> Outputs:
-    """Run the Flax port (jit) on a (B, C, L) input; gradients mapped back to MDNC keys.
+def flax_outputs(state_dict: Mapping, config, x_mdnc: np.ndarray, cotangent: np.ndarray, dtype: str,
+                 compute_dtype=None, train: bool = False, **model_kwargs) -> Outputs:
+    """Run the Flax port (jit) on an MDNC-layout input; gradients mapped back to MDNC keys.
 
     ``dtype`` is that of the parameters and input; ``compute_dtype`` (e.g. ``jnp.bfloat16``)
-    and ``model_kwargs`` (e.g. ``precision="highest"``) configure the model.
+    and ``model_kwargs`` (e.g. ``precision="highest"``) configure the model. ``train=True``
+    runs BatchNorm in train mode and returns its updated statistics.
     """
+    config = coerce_config(config)
     model = from_config(config, dtype=compute_dtype, **model_kwargs)
     with dtype_context(dtype):
-        variables = jax.tree.map(lambda a: jnp.asarray(a, dtype), port.torch_to_flax(state_dict, config))
-        x = jnp.asarray(np.swapaxes(x_bcl, 1, 2), dtype)
-        ct = jnp.asarray(cotangent if cotangent.ndim == 2 else np.swapaxes(cotangent, 1, 2), dtype)
+        variables = cast_floats(port.torch_to_flax(state_dict, config), dtype)
+        params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+        x = jnp.asarray(to_flax_input(np.asarray(x_mdnc)), dtype)
+        ct = jnp.asarray(to_flax_input(cotangent), dtype)
 
         @jax.jit
-        def forward_and_grads(variables, x):
-            def loss(variables, x):
-                y = model.apply(variables, x)
-                return jnp.sum(y * ct), y
+        def forward_and_grads(params, x):
+            def loss(params, x):
+                y, updated = model.apply({"params": params, **state}, x, train=train, mutable=list(state))
+                return jnp.sum(y * ct), (y, updated)
 
-            (_, y), (g_vars, g_x) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(variables, x)
-            return y, g_vars, g_x
+            (_, (y, updated)), (g_params, g_x) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+            return y, updated, g_params, g_x
 
-        y, g_vars, g_x = jax.device_get(forward_and_grads(variables, x))
-    y = np.asarray(y)
-    return Outputs(y if y.ndim == 2 else np.swapaxes(y, 1, 2), np.swapaxes(np.asarray(g_x), 1, 2),
-                   port.flax_to_torch(g_vars, config))
+        y, updated, g_params, g_x = jax.device_get(forward_and_grads(params, x))
+    stat_rows = {row.torch_key for row in port.param_table(config) if row.collection != "params"}
+    grads = {k: v for k, v in port.flax_to_torch({"params": g_params, **state}, config).items() if k not in stat_rows}
+    stats = {k: v for k, v in port.flax_to_torch({"params": params, **updated}, config).items()
+             if k in stat_rows} if train else {}
+    return Outputs(to_mdnc_output(np.asarray(y)), to_mdnc_output(np.asarray(g_x)), grads, stats)
 
 
-def torch_outputs(state_dict: Mapping, config: EncoderConfig, x_bcl: np.ndarray, cotangent: np.ndarray,
-                  dtype: str, device: str = "cpu", autocast: str | None = None) -> Outputs:
-    """Run the PyTorch reference (eval mode) on a (B, C, L) input.
+def torch_outputs(state_dict: Mapping, config, x_mdnc: np.ndarray, cotangent: np.ndarray, dtype: str,
+                  device: str = "cpu", autocast: str | None = None, train: bool = False) -> Outputs:
+    """Run the PyTorch reference (eval mode, or train mode with ``train=True``) on an MDNC-layout input.
 
     ``autocast="bfloat16"`` runs the forward under ``torch.autocast`` (mixed precision).
     """
@@ -123,14 +146,15 @@ def torch_outputs(state_dict: Mapping, config: EncoderConfig, x_bcl: np.ndarray,
     import torch_ref
 
     torch_dtype = getattr(torch, dtype)
-    net = torch_ref.from_config(config).to(device=device, dtype=torch_dtype).eval()
+    net = torch_ref.from_config(coerce_config(config)).to(device=device, dtype=torch_dtype).train(train)
     net.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state_dict.items()}, strict=True)
-    x = torch.tensor(np.asarray(x_bcl), dtype=torch_dtype, device=device, requires_grad=True)
+    x = torch.tensor(np.asarray(x_mdnc), dtype=torch_dtype, device=device, requires_grad=True)
     with torch.autocast(torch.device(device).type, getattr(torch, autocast or dtype), enabled=autocast is not None):
         y = net(x)
     (y.to(torch_dtype) * torch.as_tensor(cotangent, dtype=torch_dtype, device=device)).sum().backward()
     grads = {k: p.grad.detach().cpu().numpy() for k, p in net.named_parameters()}
-    return Outputs(y.detach().to(torch_dtype).cpu().numpy(), x.grad.detach().cpu().numpy(), grads)
+    stats = {k: b.detach().cpu().numpy() for k, b in net.named_buffers()} if train else {}
+    return Outputs(y.detach().to(torch_dtype).cpu().numpy(), x.grad.detach().cpu().numpy(), grads, stats)
 
 
 @dataclasses.dataclass
@@ -182,34 +206,34 @@ def compare(ours: Outputs, ref: Outputs, dtype: str, tolerances: Mapping = TOLER
     noise = 1e4 * np.finfo(dtype).eps * np.max(np.abs(flat(ref)))
     per_param = [row("grad worst param", ours.grads[k], ref.grads[k], exact_of(lambda o: o.grads[k]), "grad", k)
                  for k in keys if np.max(np.abs(ref.grads[k])) > noise]
+    stats = [row("running stats", ours.stats[k], ref.stats[k], exact_of(lambda o: o.stats[k]), "grad", k)
+             for k in ref.stats]
     return [
         row("output", ours.y, ref.y, exact_of(lambda o: o.y), "output"),
         row("grad input", ours.grad_x, ref.grad_x, exact_of(lambda o: o.grad_x), "grad"),
         row("grad params", flat(ours), flat(ref), exact_of(flat), "grad"),
         max(per_param, key=lambda r: r.rel_err / r.tol),
-    ]
+    ] + ([max(stats, key=lambda r: r.rel_err / r.tol)] if stats else [])
 
 
 def _abs(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
-def check_parity(state_dict: Mapping, config: EncoderConfig, x_bcl: np.ndarray, dtypes=("float32", "float64"),
-                 seed: int = 0, scaled: bool = False) -> list[ParityRow]:
-    """Compare both implementations on ``x_bcl`` for each dtype; returns one row per quantity.
+def check_parity(state_dict: Mapping, config, x_mdnc: np.ndarray, dtypes=("float32", "float64"), seed: int = 0,
+                 train: bool = False, scaled: bool = False) -> list[ParityRow]:
+    """Compare both implementations on ``x_mdnc`` for each dtype; returns one row per quantity.
 
     ``scaled``: float32 bounds scaled by the reference's own float32 error (see ``compare``),
     from one more reference run in float64 when float64 is not among ``dtypes``.
     """
     rng = np.random.default_rng(seed)
-    batch, _, length = x_bcl.shape
-    out_shape = ((batch, config.out_length) if config.out_length is not None
-                 else (batch, config.out_channels, config.feature_length(length)))
-    cotangent = rng.normal(size=out_shape)
-    refs = {dtype: torch_outputs(state_dict, config, x_bcl, cotangent, dtype)
+    config = coerce_config(config)
+    cotangent = rng.normal(size=config.output_shape(x_mdnc.shape))
+    refs = {dtype: torch_outputs(state_dict, config, x_mdnc, cotangent, dtype, train=train)
             for dtype in (*dtypes, *(("float64",) if scaled and "float64" not in dtypes else ()))}
     rows = []
     for dtype in dtypes:
-        ours = flax_outputs(state_dict, config, x_bcl, cotangent, dtype)
+        ours = flax_outputs(state_dict, config, x_mdnc, cotangent, dtype, train=train)
         rows += compare(ours, refs[dtype], dtype, exact=refs["float64"] if scaled and dtype != "float64" else None)
     return rows

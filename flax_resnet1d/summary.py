@@ -44,7 +44,7 @@ class ModelSummary:
     """The table as data; ``str(summary)`` is the printed table."""
 
     rows: list[LayerRow] = dataclasses.field(repr=False)
-    input_shape: tuple[int, int]  # (C, L)
+    input_shape: tuple[int, ...]  # (C, L), or (in_length,)
     batch_size: int
     total_params: int
     trainable_params: int
@@ -88,16 +88,18 @@ class ModelSummary:
 
 def summary(model: nn.Module, input_shape: Sequence[int], batch_size: int = -1, dtype: Any = jnp.float32
             ) -> ModelSummary:
-    """Per-layer table of ``model`` for one input of ``input_shape = (C, L)`` (torchsummary's order).
+    """Per-layer table of ``model`` for one input of ``input_shape = (C, L)`` (torchsummary's order),
+    or ``(in_length,)`` for a decoder's vector input.
 
-    The model is called on ``(batch, L, C)``; ``batch_size=-1`` shows the batch as -1 (as
+    The model is called on ``(batch, L, C)`` (a vector: ``(batch, in_length)``); ``batch_size=-1`` shows the batch as -1 (as
     torchsummary does) and traces with batch 1. Only abstract shapes are computed. Errors
     from the model (wrong channels, input too short) propagate unchanged.
     ``print(summary(...))`` shows the table; the result also holds the rows and totals.
     """
-    if len(input_shape) != 2:
-        raise ValueError(f"summary: input_shape must be (C, L) as in torchsummary, got {tuple(input_shape)}")
-    channels, length = (int(d) for d in input_shape)
+    if len(input_shape) not in (1, 2):
+        raise ValueError(f"summary: input_shape must be (C, L) as in torchsummary (or (in_length,) for a vector "
+                         f"input), got {tuple(input_shape)}")
+    input_shape = tuple(int(d) for d in input_shape)
     traced_batch = batch_size if batch_size > 0 else 1
     calls: list[tuple[str, tuple[str, ...], Any]] = []
 
@@ -107,23 +109,23 @@ def summary(model: nn.Module, input_shape: Sequence[int], batch_size: int = -1, 
             calls.append((type(context.module).__name__, tuple(context.module.path), out))
         return out
 
-    x = jax.ShapeDtypeStruct((traced_batch, length, channels), dtype)
+    x = jax.ShapeDtypeStruct((traced_batch, *input_shape[::-1]), dtype)  # (C, L) -> (L, C)
     with nn.intercept_methods(record):
         variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)  # the key too is abstract
 
     rows = [LayerRow(i, layer_type, path, _mdnc_shape(out, batch_size), _own_params(variables, path))
             for i, (layer_type, path, out) in enumerate(calls, start=1)]
     leaves = jax.tree_util.tree_leaves_with_path(variables)
-    total = sum(int(np.prod(leaf.shape)) for _, leaf in leaves)
-    trainable = sum(int(np.prod(leaf.shape)) for key, leaf in leaves if key[0].key == "params")
+    # torchsummary counts parameters, not buffers: BatchNorm's batch_stats are left out, as its running stats are
+    total = trainable = sum(int(np.prod(leaf.shape)) for key, leaf in leaves if key[0].key == "params")
     return ModelSummary(
         rows=rows,
-        input_shape=(channels, length),
+        input_shape=input_shape,
         batch_size=batch_size,
         total_params=total,
         trainable_params=trainable,
         nlayers=getattr(model, "nlayers", None),
-        input_bytes=traced_batch * channels * length * jnp.dtype(dtype).itemsize,
+        input_bytes=traced_batch * int(np.prod(input_shape)) * jnp.dtype(dtype).itemsize,
         params_bytes=sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for _, leaf in leaves),
     )
 
@@ -137,11 +139,8 @@ def _mdnc_shape(out: Any, batch_size: int) -> tuple[int, ...]:
 
 
 def _own_params(variables: Mapping, path: tuple[str, ...]) -> int:
-    """Parameters stored directly in the module at ``path`` (not in its sub-modules), all collections."""
-    count = 0
-    for collection in variables.values():
-        node = collection
-        for name in path:
-            node = node.get(name, {}) if isinstance(node, Mapping) else {}
-        count += sum(int(np.prod(leaf.shape)) for leaf in node.values() if not isinstance(leaf, Mapping))
-    return count
+    """Parameters stored directly in the module at ``path`` (not in its sub-modules)."""
+    node = variables.get("params", {})
+    for name in path:
+        node = node.get(name, {}) if isinstance(node, Mapping) else {}
+    return sum(int(np.prod(leaf.shape)) for leaf in node.values() if not isinstance(leaf, Mapping))

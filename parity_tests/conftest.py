@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections import defaultdict
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,6 +25,7 @@ from flax_resnet1d.parity import dtype_context
 
 DATA_DIR = Path(__file__).parent / "data"
 MDNC_DIR = DATA_DIR / "mdnc"  # copies of ../shared/fixtures/mdnc (CI clones only the repository)
+FAMILY_DIR = DATA_DIR / "mdnc-family"  # copies of ../shared/fixtures/mdnc-family
 
 # Factor levels of the grid.
 KERNEL_SIZES = (1, 3, 5, 7)
@@ -93,17 +94,25 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("grid_case", GRID, ids=[case.id for case in GRID])
 
 
-def random_flax_variables(config: EncoderConfig, dtype: str, seed: int) -> dict:
+def example_input_shape(config, batch: int = 1) -> tuple[int, ...]:
+    """A valid Flax input shape: (B, L, C) at the smallest length, or a decoder's (B, in_length)."""
+    if getattr(config, "is_vector_input", False):
+        return (batch, config.in_length)
+    return (batch, config.min_length(), config.in_channels)
+
+
+def random_flax_variables(config, dtype: str, seed: int) -> dict:
     """Random, non-initial Flax variables (numpy leaves of ``dtype``) with the structure the Flax
     model itself declares (``jax.eval_shape`` of ``init``), independent of the port's table.
 
     Kernels ~ U(+-sqrt(3/fan_in)) (unit variance through a layer, yet beyond PyTorch's init
     bound); every per-channel vector (norm scale and bias, PReLU slope, conv/fc bias)
-    ~ U(-0.5, 1.5): both signs, no value at its initial constant. A different draw from
-    ``parity.random_state_dict``, so the two directions see different weights.
+    ~ U(-0.5, 1.5): both signs, no value at its initial constant; BatchNorm running variances
+    ~ U(0.5, 1.5), batch counts random. A different draw from ``parity.random_state_dict``, so
+    the two directions see different weights.
     """
     model = from_config(config, param_dtype=dtype)
-    x = jax.ShapeDtypeStruct((1, config.min_length(), config.in_planes), dtype)
+    x = jax.ShapeDtypeStruct(example_input_shape(config), dtype)
     with dtype_context(dtype):
         shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
     rng = np.random.default_rng(seed)
@@ -112,6 +121,10 @@ def random_flax_variables(config: EncoderConfig, dtype: str, seed: int) -> dict:
         if path[-1].key == "kernel":  # (k, in, out) or (in, out): fan_in is all but the last axis
             bound = np.sqrt(3.0 / np.prod(leaf.shape[:-1]))
             return rng.uniform(-bound, bound, leaf.shape).astype(leaf.dtype)
+        if path[-1].key == "num_batches_tracked":
+            return np.asarray(rng.integers(0, 1000), leaf.dtype)
+        if path[-1].key == "var":
+            return rng.uniform(0.5, 1.5, leaf.shape).astype(leaf.dtype)
         return rng.uniform(-0.5, 1.5, leaf.shape).astype(leaf.dtype)
 
     return jax.tree_util.tree_map_with_path(draw, shapes)
@@ -162,6 +175,68 @@ def mdnc_fixture(request):
     return name, MANIFEST[name], state_dict, dict(np.load(MDNC_DIR / f"{name}.npz"))
 
 
+FAMILY_MANIFEST = json.loads((FAMILY_DIR / "manifest.json").read_text())
+
+
+def _family_fixture(name: str):
+    import torch
+
+    from flax_resnet1d.config import CONFIGS
+
+    meta = FAMILY_MANIFEST[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # options MDNC ignores (layer_order with normalizer 'null')
+        config = CONFIGS[meta["arch"]](**meta["kwargs"])
+    state_dict = torch.load(FAMILY_DIR / f"{name}.pt", map_location="cpu", weights_only=True)
+    return name, meta, config, state_dict, dict(np.load(FAMILY_DIR / f"{name}.npz"))
+
+
+@pytest.fixture(params=sorted(FAMILY_MANIFEST))
+def family_fixture(request):
+    """(name, manifest entry, config, state dict as saved by MDNC, npz with x, y_float32, y_float64
+    and, with BatchNorm, y_train_float64 and stats_after.<key>)."""
+    return _family_fixture(request.param)
+
+
+@pytest.fixture(params=sorted(name for name, meta in FAMILY_MANIFEST.items() if meta["has_batch_norm"]))
+def batch_norm_fixture(request):
+    """The family fixtures with BatchNorm (train-mode outputs and statistics stored)."""
+    return _family_fixture(request.param)
+
+
+def pairwise_cases(factors: dict[str, tuple], seed: int = 0, candidates: int = 64) -> list[dict]:
+    """A strength-2 covering array, built greedily: every pair of levels of any two factors
+    occurs in at least one case; each new case is the random candidate covering most pairs not
+    yet covered. Deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    names = list(factors)
+    uncovered = {((a, x), (b, y)) for i, a in enumerate(names) for b in names[i + 1:]
+                 for x in range(len(factors[a])) for y in range(len(factors[b]))}
+    cases = []
+    while uncovered:
+        best, best_pairs = None, set()
+        for _ in range(candidates):
+            pick = {name: int(rng.integers(len(factors[name]))) for name in names}
+            # seed the candidate with one uncovered pair, so every round makes progress
+            (a, x), (b, y) = sorted(uncovered)[int(rng.integers(len(uncovered)))]
+            pick[a], pick[b] = x, y
+            pairs = {((p, pick[p]), (q, pick[q])) for i, p in enumerate(names) for q in names[i + 1:]} & uncovered
+            if len(pairs) > len(best_pairs):
+                best, best_pairs = pick, pairs
+        uncovered -= best_pairs
+        cases.append({name: factors[name][level] for name, level in best.items()})
+    return cases
+
+
+def assert_covers_every_pair(factors: dict[str, tuple], cases: list[dict]) -> None:
+    names = list(factors)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            seen = {(repr(case[a]), repr(case[b])) for case in cases}
+            missing = {(repr(x), repr(y)) for x in factors[a] for y in factors[b]} - seen
+            assert not missing, f"factors {a} and {b}: pairs {missing} never tested"
+
+
 # -- measured errors, printed at the end of the session -------------------------------
 _PARITY_LOG: list = []  # (source, ParityRow)
 
@@ -175,12 +250,14 @@ def parity_log() -> list:
 def pytest_terminal_summary(terminalreporter):
     if not _PARITY_LOG:
         return
-    worst: dict = defaultdict(float)
+    worst: dict = {}
     for source, row in _PARITY_LOG:
-        worst[(row.dtype, source, row.quantity)] = max(worst[(row.dtype, source, row.quantity)], row.rel_err)
-    quantities = ("output", "grad input", "grad params", "grad worst param")
+        key = (row.dtype, source, row.quantity)
+        worst[key] = max(worst.get(key, 0.0), row.rel_err)
+    quantities = ("output", "grad input", "grad params", "grad worst param", "running stats")
     write = terminalreporter.write_line
     terminalreporter.section("parity: worst max|a-b|/max|b| (reference: torch_ref)")
-    write(f"{'dtype':<8} {'source':<22}" + "".join(f"{q:>18}" for q in quantities))
+    write(f"{'dtype':<8} {'source':<30}" + "".join(f"{q:>18}" for q in quantities))
     for dtype, source in sorted({key[:2] for key in worst}):
-        write(f"{dtype:<8} {source:<22}" + "".join(f"{worst[(dtype, source, q)]:>18.2e}" for q in quantities))
+        write(f"{dtype:<8} {source:<30}" + "".join(f"{worst[(dtype, source, q)]:>18.2e}" if (dtype, source, q) in worst
+                                                   else f"{'-':>18}" for q in quantities))

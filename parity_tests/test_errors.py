@@ -4,6 +4,8 @@ compilation (in Flax also under jax.jit, from the shape check, never from XLA)."
 
 from __future__ import annotations
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -155,3 +157,82 @@ def test_even_kernel_residual_mismatch_is_named_and_other_lengths_work(xla_compi
     assert "use an odd kernel_size or another input length" in str(torch_error)
     y_flax, y_torch = both.run(signal(2, 2, 40))
     assert parity.relative_error(y_flax, y_torch) <= parity.TOLERANCES["float32"]["output"]
+
+
+# -- the rest of the family ----------------------------------------------------------------
+import flax_resnet1d as fr  # noqa: E402
+
+FAMILY_VALID = {
+    "BlockPlain1d": dict(in_planes=4, out_planes=4),
+    "BlockBottleneck1d": dict(in_planes=4, out_planes=6, stride=2),
+    "DecoderNet1d": dict(channel=4, layers=[1, 1], out_size=16, in_length=3),
+    "AE1d": dict(channel=4, layers=[1, 1, 1]),
+    "UNet1d": dict(channel=4, layers=[1, 2, 1]),
+}
+FAMILY_BAD_ARGUMENTS = [  # (arch, override, exception, what the message must say)
+    ("BlockPlain1d", dict(normalizer="layer"), ValueError,
+     "unknown normalizer 'layer'; expected one of ['batch', 'inst', 'pinst', 'null']"),
+    ("BlockPlain1d", dict(activator="gelu"), ValueError, "unknown activator 'gelu'; expected one of ['prelu', 'relu'"),
+    ("BlockBottleneck1d", dict(layer_order="middle"), ValueError, "unknown layer_order 'middle'"),
+    ("BlockBottleneck1d", dict(scaler="sideways"), ValueError, "unknown scaler 'sideways'"),
+    ("BlockPlain1d", dict(stride=0), ValueError, "stride must be positive, got 0"),
+    ("BlockPlain1d", dict(padding=-1), ValueError, "padding must be a non-negative int, got -1"),
+    ("DecoderNet1d", dict(out_size=4), ValueError, "out_size=4 is too small for 2 stages with kernel_size=3"),
+    ("DecoderNet1d", dict(layers=[1]), ValueError, "layers needs at least 2 stages"),
+    ("AE1d", dict(block="basic"), ValueError, "unknown block 'basic'"),
+    ("UNet1d", dict(layers=[2, 1, 1]), ValueError, "a 1 in layers[1:-1] makes that down stage export its input"),
+]
+
+
+@pytest.mark.parametrize("arch, override, exception, says", FAMILY_BAD_ARGUMENTS,
+                         ids=[f"{a}-{o}" for a, o, _, _ in FAMILY_BAD_ARGUMENTS])
+def test_family_bad_arguments_raise_the_same_error_in_both(arch, override, exception, says):
+    kwargs = {**FAMILY_VALID[arch], **override}
+    errors = [raised(lambda: getattr(fr, arch)(**kwargs)), raised(lambda: getattr(torch_ref, arch)(**kwargs))]
+    for error in errors:
+        assert type(error) is exception and says in str(error), str(error)
+    assert str(errors[0]) == str(errors[1])
+
+
+def test_the_unet16_preset_is_refused_with_the_reason():
+    for build in (fr.unet16, torch_ref.unet16):
+        with pytest.raises(ValueError, match=r"the unet16 preset"):
+            build()
+
+
+@pytest.mark.parametrize("override, says", [(dict(output_size=9), "output_size=9 is ignored with scaler='down'"),
+                                            (dict(normalizer="null", layer_order="old"),
+                                             "layer_order='old' is ignored with normalizer='null'")])
+def test_what_mdnc_ignores_is_accepted_with_a_warning(override, says):
+    for build in (fr.BlockPlain1d, torch_ref.BlockPlain1d):
+        with pytest.warns(UserWarning, match=re.escape(says)):
+            build(4, 4, **override)
+
+
+def family_errors(arch: str, kwargs: dict, x_mdnc: np.ndarray, xla_compiles) -> list[BaseException]:
+    """The errors of Flax init / apply (also under jit; nothing compiled) and of torch on one input."""
+    flax_model, net = getattr(fr, arch)(**kwargs), getattr(torch_ref, arch)(**kwargs).eval()
+    x, key = (x_mdnc if x_mdnc.ndim == 2 else np.swapaxes(x_mdnc, 1, 2)), jax.random.key(0)
+    with xla_compiles() as compiles:
+        errors = [raised(lambda: flax_model.init(key, x)), raised(lambda: jax.jit(flax_model.init)(key, x))]
+    assert compiles == []
+    with torch.no_grad():
+        errors.append(raised(lambda: net(torch.from_numpy(x_mdnc))))
+    return errors
+
+
+BAD_FAMILY_INPUTS = [  # (arch, kwargs, input shape in MDNC layout, what the message must say)
+    ("BlockPlain1d", dict(in_planes=4, out_planes=4, kernel_size=5), (2, 4, 16),
+     "residual shapes cannot add in the block: branch length 12 vs shortcut length 16 (padding=1 with kernel_size=5"),
+    ("BlockBottleneck1d", dict(in_planes=4, out_planes=4, stride=2), (2, 4, 1), "input length 1 is too short"),
+    ("DecoderNet1d", dict(channel=4, layers=[1, 1], out_size=16, in_length=3), (2, 4),
+     "input must be (B, in_length=3), got shape (2, 4)"),
+    ("AE1d", dict(channel=4, layers=[1, 1, 1]), (2, 2, 32), "input has 2 channels but in_planes=1"),
+    ("UNet1d", dict(channel=4, layers=[1, 2, 1]), (2, 1, 3), "input length 3 is too short"),
+]
+
+
+@pytest.mark.parametrize("arch, kwargs, shape, says", BAD_FAMILY_INPUTS, ids=[a for a, _, _, _ in BAD_FAMILY_INPUTS])
+def test_family_bad_inputs_are_named_before_tracing(arch, kwargs, shape, says, xla_compiles):
+    errors = family_errors(arch, kwargs, signal(*shape), xla_compiles)
+    assert all(type(e) is ValueError and says in str(e) for e in errors), [str(e) for e in errors]

@@ -102,3 +102,30 @@ def test_checks_reject_a_wrong_init(flax_init):
     assert any("exceeds the bound" in p for p in init_problems(lecun))
     zero_bias = dict(flax_init, **{k: np.zeros_like(flax_init[k]) for k in uniform_rows() if k.endswith("bias")})
     assert any(p.startswith("biases: KS test") for p in init_problems(zero_bias))
+
+
+def test_batch_norm_starts_as_pytorch_does():
+    """BatchNorm: weight 1, bias 0, running mean 0, running var 1, num_batches_tracked 0, as a
+    fresh torch_ref block's; the convolutions of the same block keep PyTorch's uniform bounds."""
+    import flax_resnet1d as fr
+
+    kwargs = dict(in_planes=3, out_planes=5, normalizer="batch", activator="relu", layer_order="old")
+    variables = fr.BlockPlain1d(**kwargs).init(jax.random.key(0), jnp.zeros((2, 8, 3)))
+    exported = port.flax_to_torch(variables, fr.BlockPlainConfig(**kwargs))
+    fresh = torch_ref.BlockPlain1d(**kwargs).state_dict()
+    assert list(exported) == list(fresh)
+    for key, tensor in fresh.items():
+        if key.endswith(("running_mean", "running_var", "num_batches_tracked")) or ".1." in key or "in_node.1" in key:
+            assert exported[key].dtype == tensor.numpy().dtype and np.array_equal(exported[key], tensor.numpy()), key
+        else:  # conv weights: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+            bound = 1 / np.sqrt(np.prod(tensor.shape[1:]))
+            assert np.max(np.abs(exported[key])) <= bound and np.std(exported[key]) > bound / 4, key
+
+
+def test_decoder_input_conv_bias_uses_its_own_fan_in():
+    import flax_resnet1d as fr
+
+    config = fr.DecoderConfig(4, (1, 1), out_size=40, in_length=6)  # conv_in: kernel 10, fan_in 60
+    variables = fr.from_config(config).init(jax.random.key(1), jnp.zeros((2, 6)))
+    bias = np.asarray(variables["params"]["conv_in"]["bias"])
+    assert np.max(np.abs(bias)) <= 1 / np.sqrt(60) and np.max(np.abs(bias)) > 0.5 / np.sqrt(60)

@@ -128,3 +128,73 @@ def test_infer_config_on_presets(name, in_planes, out_length, kernel_size):
 def test_infer_config_rejects_other_networks():
     with pytest.raises(port.CheckpointError, match="not an EncoderNet1d state dict.*first keys: conv.weight"):
         port.infer_config({"conv.weight": noise(2, 2, 3), "fc.weight": noise(2, 2)})
+
+
+def test_a_missing_weight_is_named_even_when_its_bias_is_there():
+    state_dict = parity.random_state_dict(CONFIG, seed=9)
+    del state_dict["fc.weight"]
+    with pytest.raises(port.CheckpointError, match=r"1 missing keys: fc.weight$"):
+        port.infer_config(state_dict)
+
+
+FAMILY_CONFIGS = [  # one per architecture; configs as dicts with 'arch', as in a config.json
+    {"arch": "DecoderNet1d", "channel": 4, "layers": [2, 1], "out_size": 19, "block": "bottleneck", "kernel_size": 5,
+     "in_length": 3, "out_planes": 2},
+    {"arch": "DecoderNet1d", "channel": 4, "layers": [1, 2], "out_size": 9, "kernel_size": 1, "in_length": None},
+    {"arch": "AE1d", "channel": 4, "layers": [1, 2, 1], "block": "plain", "kernel_size": 1, "in_planes": 2},
+    {"arch": "UNet1d", "channel": 4, "layers": [2, 2, 2], "block": "bottleneck", "kernel_size": 3, "out_planes": 3},
+    {"arch": "BlockPlain1d", "in_planes": 3, "out_planes": 5, "normalizer": "batch", "activator": "relu",
+     "layer_order": "old", "scaler": "up", "stride": 2},
+    {"arch": "BlockBottleneck1d", "in_planes": 4, "out_planes": 4, "kernel_size": 5, "padding": 2,
+     "normalizer": "batch"},
+]
+
+
+@pytest.mark.parametrize("config", FAMILY_CONFIGS, ids=lambda c: c["arch"])
+@pytest.mark.parametrize("direction", ["torch->flax->torch", "flax->torch->flax"])
+def test_every_architecture_round_trips_bit_exactly(config, direction, make_flax_variables):
+    from flax_resnet1d.config import config_from_dict
+
+    parsed = config_from_dict(config)
+    if direction == "torch->flax->torch":
+        state_dict = parity.random_state_dict(parsed, seed=10)
+        back = port.flax_to_torch(port.torch_to_flax(state_dict, config), config)
+        assert list(back) == list(state_dict) and all(same_bits(back[k], state_dict[k]) for k in state_dict)
+        net = torch_ref.from_config(config)
+        net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in back.items()}, strict=True)
+    else:
+        variables = make_flax_variables(parsed, "float32", seed=11)
+        back = port.torch_to_flax(port.flax_to_torch(variables, config), config)
+        assert jax.tree.structure(back) == jax.tree.structure(variables)
+        assert jax.tree.all(jax.tree.map(same_bits, back, variables))
+
+
+def test_num_batches_tracked_is_int64_in_torch_and_int32_in_flax():
+    config = FAMILY_CONFIGS[-1]
+    state_dict = parity.random_state_dict(config, seed=12)
+    state_dict["conv1.0.num_batches_tracked"] = np.int64(2**31 - 1)  # the largest count int32 holds
+    variables = port.torch_to_flax(state_dict, config)
+    counter = variables["batch_stats"]["conv1"]["norm"]["num_batches_tracked"]
+    assert counter.dtype == np.int32 and counter == 2**31 - 1
+    back = port.flax_to_torch(variables, config)
+    assert back["conv1.0.num_batches_tracked"].dtype == np.int64
+    assert back["conv1.0.num_batches_tracked"] == 2**31 - 1
+
+
+@pytest.mark.parametrize("name", ["ae16", "ae32", "unet32", "unet44"])
+def test_infer_config_on_family_presets(name):
+    config = preset_config(name, 2, 3, 5)
+    assert port.infer_config(shapes_only(config)) == config
+
+
+def test_infer_config_tells_apart_what_only_the_sequential_indices_show():
+    """inst / relu / new and inst / null / new have no norm keys at all: the conv's index tells."""
+    from flax_resnet1d.config import BlockPlainConfig
+
+    for activator, index in (("relu", 2), ("null", 1)):
+        config = BlockPlainConfig(4, 4, normalizer="inst", activator=activator)
+        assert [row.torch_key for row in port.param_table(config)] == [f"conv1.{index}.weight", f"conv2.{index}.weight"]
+        with pytest.raises(port.CheckpointError) as error:
+            port.infer_config(shapes_only(config))
+        assert f"normalizer='inst', activator={activator!r}, layer_order='new'" in str(error.value)
+        assert ("activator='relu'" in str(error.value)) == (activator == "relu")

@@ -16,7 +16,8 @@ from flax_resnet1d.config import EncoderConfig
 from flax_resnet1d.model import from_config
 
 TORCH_LAYER = {"Conv": "Conv1d", "Conv1d": "Conv1d", "Dense": "Linear", "InstanceNorm1d": "InstanceNorm1d",
-               "PReLU": "PReLU"}  # Flax class name -> the PyTorch layer it ports; other rows are containers
+               "PReLU": "PReLU", "BatchNorm1d": "BatchNorm1d", "ReLU": "ReLU", "Upsample": "Upsample"}
+# Flax class name -> the PyTorch layer it ports; other rows are containers
 ROW = re.compile(r"^\s*(?P<type>\S+)-(?P<index>\d+)\s+\[(?P<shape>[-\d, ]+)\]\s+(?P<params>[\d,]+)$")
 
 
@@ -60,20 +61,34 @@ CONFIGS = [EncoderConfig(6, (1, 2, 1), "plain", 5, 2, None), EncoderConfig(4, (2
            EncoderConfig(5, (1, 1, 1, 1), "bottleneck", 7, 1, 3)]
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.block}-k{c.kernel_size}-out{c.out_length}")
+def family_configs() -> list:
+    from flax_resnet1d.config import config_from_dict
+
+    return [config_from_dict(d) for d in (
+        {"arch": "BlockPlain1d", "in_planes": 3, "out_planes": 5, "stride": 2, "scaler": "up", "normalizer": "batch",
+         "activator": "relu", "layer_order": "old"},
+        {"arch": "BlockBottleneck1d", "in_planes": 4, "out_planes": 4, "normalizer": "inst", "activator": "relu"},
+        {"arch": "DecoderNet1d", "channel": 4, "layers": [1, 2], "out_size": 23, "in_length": 3},
+        {"arch": "AE1d", "channel": 4, "layers": [1, 1, 2], "block": "plain", "kernel_size": 5},
+        {"arch": "UNet1d", "channel": 4, "layers": [1, 2, 1], "kernel_size": 1, "in_planes": 2})]
+
+
+@pytest.mark.parametrize("config", CONFIGS + family_configs(),
+                         ids=lambda c: f"{c.arch}-k{c.kernel_size}-{getattr(c, 'block', '')}")
 def test_rows_match_forward_hooks_on_the_reference(config):
-    """Every Conv1d/InstanceNorm1d/PReLU/Linear of torch_ref, in forward order: same shapes and counts."""
-    length = config.min_length() + 9
+    """Every Conv1d/norm/PReLU/ReLU/Upsample/Linear of torch_ref, in forward order: same shapes and counts."""
     net = torch_ref.from_config(config)
     seen = []
     for module in net.modules():
         if type(module).__name__ in TORCH_LAYER.values():
             module.register_forward_hook(lambda m, args, out: seen.append(
                 (type(m).__name__, (-1, *out.shape[1:]), sum(p.numel() for p in m.parameters()))))
+    shape = (config.in_length,) if getattr(config, "is_vector_input", False) else (config.in_channels,
+                                                                                 config.min_length() + 9)
     with torch.no_grad():
-        net(torch.randn(2, config.in_planes, length))
-    result = summary(from_config(config), (config.in_planes, length))
-    assert leaf_rows(result.rows) == seen
+        net(torch.randn(2, *shape))
+    result = summary(from_config(config), shape)
+    assert leaf_rows(result.rows) == seen and len(seen) > 4
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.block}-k{c.kernel_size}-out{c.out_length}")
@@ -106,3 +121,30 @@ def test_bad_input_shapes_raise_clear_errors():
     with pytest.raises(ValueError, match="the minimum length is"):
         summary(model, (2, 5))
     assert all(r.output_shape[0] == -1 for r in summary(model, (2, 64)).rows)
+
+
+FAMILY_EXAMPLES = [  # the spec's section 6: (model kwargs, input (C, L) or (in_length,), params, nlayers)
+    ("DecoderNet1d", dict(channel=64, layers=[2] * 5, in_length=32, out_size=128, out_planes=3), (32,), 12_407_043, 33),
+    ("DecoderNet1d", dict(channel=64, layers=[2] * 5, in_length=None, out_size=128, out_planes=3), (1024, 4),
+     12_274_947, 32),
+    ("AE1d", dict(channel=64, layers=[2] * 5, in_planes=3, out_planes=3), (3, 101), 13_673_155, 56),
+    ("UNet1d", dict(channel=64, layers=[2] * 5, in_planes=3, out_planes=3), (3, 128), 18_906_115, 56),
+    ("BlockBottleneck1d", dict(in_planes=64, out_planes=128, stride=2, normalizer="batch"), (64, 33), 33_600, None),
+    ("BlockPlain1d", dict(in_planes=64, out_planes=64, stride=2, scaler="up", layer_order="old"), (64, 33), 29_184,
+     None),
+]
+
+
+@pytest.mark.parametrize("arch, kwargs, shape, params, nlayers", FAMILY_EXAMPLES, ids=[e[0] for e in FAMILY_EXAMPLES])
+def test_family_examples_match_the_spec(arch, kwargs, shape, params, nlayers):
+    import flax_resnet1d as fr
+
+    result = summary(getattr(fr, arch)(**kwargs), shape)
+    assert result.total_params == result.trainable_params == params  # torchsummary counts no buffers
+    assert f"Total params: {params:,}" in str(result)
+    assert result.nlayers == nlayers
+    assert sum(p.numel() for p in getattr(torch_ref, arch)(**kwargs).parameters()) == params
+    last = result.rows[-1].output_shape
+    expected = {"DecoderNet1d": (-1, 3, 128), "AE1d": (-1, 3, 101), "UNet1d": (-1, 3, 128),
+                "BlockBottleneck1d": (-1, 128, 17), "BlockPlain1d": (-1, 64, 66)}[arch]
+    assert last == expected

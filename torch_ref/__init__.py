@@ -1,9 +1,11 @@
-"""PyTorch reference of MDNC's ``EncoderNet1d`` (``mdnc.modules.resnet``), written from its spec.
+"""PyTorch reference of MDNC's 1D residual family (``mdnc.modules.resnet``), written from its spec.
 
-Its ``state_dict()`` keys and shapes are exactly the original library's, so MDNC checkpoints
-load with ``strict=True`` and checkpoints saved here load into MDNC. Input ``(B, C, L)``.
-Arguments and input shapes are validated by ``flax_resnet1d.config`` (shared with the Flax
-port) so both implementations reject the same things with the same messages.
+Every module is built from the same framework-free plan (``flax_resnet1d.plan``) as the Flax
+port, so its ``state_dict()`` keys and shapes are exactly the original library's: MDNC
+checkpoints load with ``strict=True`` and checkpoints saved here load into MDNC. Inputs are
+``(B, C, L)`` (a decoder's vector input ``(B, in_length)``). Arguments and input shapes are
+validated by ``flax_resnet1d.config`` (shared with the Flax port), so both implementations
+reject the same things with the same messages.
 """
 
 from __future__ import annotations
@@ -13,125 +15,224 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from flax_resnet1d.config import EncoderConfig, make_preset
+from flax_resnet1d import plan as P
+from flax_resnet1d.config import (AEConfig, BlockBottleneckConfig, BlockPlainConfig, DecoderConfig, EncoderConfig,
+                                  UNetConfig, coerce_config, make_preset)
 
-__all__ = ["BlockPlain1d", "BlockBottleneck1d", "EncoderNet1d", "encnet12", "encnet32", "encnet47", "encnet62",
-           "from_config"]
-
-
-def _norm_act_conv(in_planes: int, out_planes: int, kernel_size: int, stride: int, padding: int) -> nn.Sequential:
-    """MDNC ``res_branch`` in the 'new' order: InstanceNorm(affine) -> PReLU(per channel) -> Conv."""
-    return nn.Sequential(
-        nn.InstanceNorm1d(in_planes, affine=True),
-        nn.PReLU(num_parameters=in_planes),
-        nn.Conv1d(in_planes, out_planes, kernel_size, stride=stride, padding=padding, bias=False),
-    )
+__all__ = ["BlockPlain1d", "BlockBottleneck1d", "EncoderNet1d", "DecoderNet1d", "AE1d", "UNet1d", "from_config",
+           "encnet12", "encnet32", "encnet47", "encnet62", "decnet13", "decnet33", "decnet48", "decnet63",
+           "ae16", "ae32", "ae44", "ae65", "ae83", "unet16", "unet32", "unet44", "unet65", "unet83"]
 
 
-class _ResidualBlock1d(nn.Module):
-    """``branch(x) + in_node(x)``; ``in_node`` (strided 1x1 conv + norm) only when the shape changes."""
+def _layer(layer) -> nn.Module:
+    """The torch module of one plan layer."""
+    if isinstance(layer, P.Conv):
+        return nn.Conv1d(layer.in_planes, layer.out_planes, layer.kernel_size, stride=layer.stride,
+                         padding=layer.padding, bias=layer.bias)
+    if isinstance(layer, P.Linear):
+        return nn.Linear(layer.in_features, layer.out_features)
+    if isinstance(layer, P.AvgPool):
+        return nn.AdaptiveAvgPool1d(1)
+    if isinstance(layer, P.Upsample):
+        if layer.size is not None:
+            return nn.Upsample(size=layer.size, mode="linear", align_corners=True)
+        return nn.Upsample(scale_factor=(layer.scale_factor,), mode="linear", align_corners=True)
+    if isinstance(layer, P.Norm):
+        if layer.kind == "batch":
+            return nn.BatchNorm1d(layer.features)
+        return nn.InstanceNorm1d(layer.features, affine=layer.kind == "pinst")
+    return nn.PReLU(num_parameters=layer.features) if layer.kind == "prelu" else nn.ReLU(inplace=False)
 
-    def __init__(self, in_planes: int, out_planes: int, stride: int, branch: Sequence[tuple[int, int, int, int]]):
+
+def _sequential(seq: P.Seq) -> nn.Sequential:
+    return nn.Sequential(*(_layer(layer) for _, layer in seq.layers))
+
+
+class PlannedBlock(nn.Module):
+    """A residual block from its plan: ``conv1``, ``conv2`` [, ``conv3``] and ``in_node`` (or None)."""
+
+    def __init__(self, block: P.BlockPlan):
         super().__init__()
-        planes = in_planes
-        for i, (out, kernel_size, conv_stride, padding) in enumerate(branch, start=1):
-            self.add_module(f"conv{i}", _norm_act_conv(planes, out, kernel_size, conv_stride, padding))
-            planes = out
-        self.convs = len(branch)
-        if stride > 1 or in_planes != out_planes:
-            self.in_node = nn.Sequential(
-                nn.Conv1d(in_planes, out_planes, 1, stride=stride, padding=0, bias=False),
-                nn.InstanceNorm1d(out_planes, affine=True),
-            )
-        else:
-            self.in_node = None
+        self.branch_names = [name for name, _, _ in block.branches]
+        for name, _, seq in block.branches:
+            self.add_module(name, _sequential(seq))
+        self.in_node = None if block.shortcut is None else _sequential(block.shortcut)
 
     def forward(self, x):
         res = x
-        for i in range(1, self.convs + 1):
-            res = getattr(self, f"conv{i}")(res)
+        for name in self.branch_names:
+            res = getattr(self, name)(res)
         return res + (x if self.in_node is None else self.in_node(x))
 
 
-class BlockPlain1d(_ResidualBlock1d):
-    """Plain block: k-conv (in -> in), strided k-conv (in -> out)."""
+class _ResidualBlock1d(PlannedBlock):
+    """MDNC's standalone block with MDNC's arguments; input ``(B, in_planes, L)``."""
 
-    def __init__(self, in_planes: int, out_planes: int, kernel_size: int = 3, stride: int = 1, padding: int = 1):
-        k, p = kernel_size, padding
-        super().__init__(in_planes, out_planes, stride, [(in_planes, k, 1, p), (out_planes, k, stride, p)])
+    config_class = None
+
+    def __init__(self, in_planes: int, out_planes: int, kernel_size: int = 3, stride: int = 1, padding: int = 1,
+                 output_size: int | None = None, normalizer: str = "pinst", activator: str = "prelu",
+                 layer_order: str = "new", scaler: str = "down"):
+        config = self.config_class(in_planes, out_planes, kernel_size, stride, padding, output_size, normalizer,
+                                   activator, layer_order, scaler)
+        super().__init__(config.plan().node(""))
+        self.config = config
+
+    def forward(self, x):
+        self.config.check_input_shape(tuple(x.shape), channel_axis=1)
+        return super().forward(x)
+
+
+class BlockPlain1d(_ResidualBlock1d):
+    config_class = BlockPlainConfig
 
 
 class BlockBottleneck1d(_ResidualBlock1d):
-    """Bottleneck block without channel reduction: 1x1 (in -> in), strided k (in -> in), 1x1 (in -> out)."""
-
-    def __init__(self, in_planes: int, out_planes: int, kernel_size: int = 3, stride: int = 1, padding: int = 1):
-        k, p = kernel_size, padding
-        super().__init__(in_planes, out_planes, stride,
-                         [(in_planes, 1, 1, 0), (in_planes, k, stride, p), (out_planes, 1, 1, 0)])
+    config_class = BlockBottleneckConfig
 
 
-BLOCKS = {"plain": BlockPlain1d, "bottleneck": BlockBottleneck1d}
+def middle_crop(x: torch.Tensor, length: int) -> torch.Tensor:
+    """MDNC's middle cropping of ``(B, C, L)`` to at most ``length``: start (L - length) // 2."""
+    length = min(length, x.shape[-1])
+    start = (x.shape[-1] - length) // 2
+    return x[..., start:start + length]
 
 
 class _ResStack1d(nn.Module):
-    """MDNC ``_BlockResStkNd``: ``conv_list`` of stride-1 blocks, then the down-sampling ``conv_scale``."""
+    """MDNC ``_BlockResStkNd``: ``conv_list`` of stride-1 blocks, then ``conv_scale``."""
 
-    def __init__(self, config: EncoderConfig, stage: int):
+    def __init__(self, stage: P.StagePlan):
         super().__init__()
-        blocks = []
-        for index in range(config.layers[stage]):
-            in_planes, out_planes, stride = config.block_args(stage, index)
-            blocks.append(BLOCKS[config.block](in_planes, out_planes, config.kernel_size, stride, config.padding))
+        blocks = [PlannedBlock(block) for _, _, block in stage.blocks]
         self.conv_list = nn.ModuleList(blocks[:-1])
         self.conv_scale = blocks[-1]
+        self.with_skip, self.export_hidden = stage.ex_planes > 0, stage.export_hidden
 
-    def forward(self, x):
+    def forward(self, x, skip=None):
+        if self.with_skip:
+            length = min(x.shape[-1], skip.shape[-1])
+            x = torch.cat((middle_crop(x, length), middle_crop(skip, length)), dim=1)
         for layer in self.conv_list:
             x = layer(x)
-        return self.conv_scale(x)
+        out = self.conv_scale(x)
+        return (out, x) if self.export_hidden else out
 
 
-class EncoderNet1d(nn.Module):
-    """MDNC ``EncoderNet1d(channel, layers, block, kernel_size, in_planes, out_length)``.
+def _node(node) -> nn.Module:
+    return _ResStack1d(node) if isinstance(node, P.StagePlan) else _layer(node)
 
-    ``forward(x)`` takes ``(B, in_planes, L)``; returns ``(B, out_length)``, or the feature map
-    ``(B, C', L')`` when ``out_length`` is None or 0.
-    """
 
-    def __init__(self, channel: int, layers: Sequence[int], block: str = "bottleneck", kernel_size: int = 3,
-                 in_planes: int = 1, out_length: int | None = 2):
+class _Network(nn.Module):
+    """A network built from its plan: prefix ``name.i`` is entry ``i`` of ModuleList ``name``,
+    registered in the plan's (MDNC's) order, so ``state_dict()`` has MDNC's keys in MDNC's order."""
+
+    config_class = None
+
+    def __init__(self, *args, **kwargs):
         super().__init__()
-        self.config = config = EncoderConfig(channel, layers, block, kernel_size, in_planes, out_length)
-        channels = config.out_channels
-        netbody = [nn.Conv1d(in_planes, channel, config.stem_kernel, stride=1, padding=config.stem_kernel // 2,
-                             bias=False)]
-        netbody += [_ResStack1d(config, stage) for stage in range(len(config.layers))]
-        netbody.append(nn.Conv1d(channels, channels, kernel_size, stride=1, padding=config.padding, bias=True))
-        if config.out_length is not None:
-            netbody.append(nn.AdaptiveAvgPool1d(1))
-        self.netbody = nn.ModuleList(netbody)
-        self.fc = nn.Linear(channels, config.out_length) if config.out_length is not None else None
+        self.config = config = self.config_class(*args, **kwargs)
+        for prefix, _, node in config.plan().nodes:
+            name, _, index = prefix.partition(".")
+            if index:
+                if not hasattr(self, name):
+                    self.add_module(name, nn.ModuleList())
+                getattr(self, name).append(_node(node))
+            else:
+                self.add_module(name, _node(node))
 
     @property
     def nlayers(self) -> int:
         return self.config.nlayers
 
+
+class EncoderNet1d(_Network):
+    """MDNC ``EncoderNet1d(channel, layers, block, kernel_size, in_planes, out_length)``: ``(B, in_planes, L)``
+    -> ``(B, out_length)``, or the feature map ``(B, C', L')`` when ``out_length`` is None or 0."""
+
+    config_class = EncoderConfig
+
+    def __init__(self, channel: int, layers: Sequence[int], block: str = "bottleneck", kernel_size: int = 3,
+                 in_planes: int = 1, out_length: int | None = 2):
+        super().__init__(channel, layers, block, kernel_size, in_planes, out_length)
+        if self.config.out_length is None:
+            self.fc = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.config.check_input_shape(tuple(x.shape), channel_axis=1)
         for layer in self.netbody:
             x = layer(x)
-        if self.fc is None:
-            return x
-        return self.fc(torch.flatten(x, 1))
+        return x if self.fc is None else self.fc(torch.flatten(x, 1))
 
 
-def from_config(config: EncoderConfig | dict) -> EncoderNet1d:
-    """Build the reference network of a config (``EncoderConfig`` or its dict)."""
-    c = EncoderConfig.coerce(config)
-    return EncoderNet1d(c.channel, c.layers, c.block, c.kernel_size, c.in_planes, c.out_length)
+class DecoderNet1d(_Network):
+    """MDNC ``DecoderNet1d(channel, layers, out_size, block, kernel_size, in_length, out_planes)``."""
+
+    config_class = DecoderConfig
+
+    def __init__(self, channel: int, layers: Sequence[int], out_size: int, block: str = "bottleneck",
+                 kernel_size: int = 3, in_length: int | None = 2, out_planes: int = 1):
+        super().__init__(channel, layers, out_size, block, kernel_size, in_length, out_planes)
+
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        return self.config.input_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        config.check_input_shape(tuple(x.shape), channel_axis=1)
+        shapes = config.shapes
+        if config.is_vector_input:
+            x = middle_crop(self.conv_in(x[..., None]), shapes[-1])
+        x = self.conv_first(x)
+        for layer, target in zip(self.netbody, shapes[-2::-1]):
+            x = middle_crop(layer(x), target)
+        return self.conv_last(x)
 
 
-encnet12 = make_preset("encnet12", from_config)
-encnet32 = make_preset("encnet32", from_config)
-encnet47 = make_preset("encnet47", from_config)
-encnet62 = make_preset("encnet62", from_config)
+class AE1d(_Network):
+    """MDNC ``AE1d(channel, layers, block, kernel_size, in_planes, out_planes)``."""
+
+    config_class = AEConfig
+
+    def __init__(self, channel: int, layers: Sequence[int], block: str = "bottleneck", kernel_size: int = 3,
+                 in_planes: int = 1, out_planes: int = 1):
+        super().__init__(channel, layers, block, kernel_size, in_planes, out_planes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        config.check_input_shape(tuple(x.shape), channel_axis=1)
+        x = self.conv_first(x)
+        route = []  # AE1d: each down stage's input, to crop to; UNet1d: its hidden tensor, the skip
+        for layer in self.conv_down_list:
+            if config.skips:
+                x, hidden = layer(x)
+                route.append(hidden)
+            else:
+                route.append(x)
+                x = layer(x)
+        x = self.conv_middle_up(x)
+        for layer, reference in zip(self.conv_up_list, reversed(route)):
+            x = layer(x, reference) if config.skips else layer(middle_crop(x, reference.shape[-1]))
+        return self.conv_final(x)
+
+
+class UNet1d(AE1d):
+    """MDNC ``UNet1d(channel, layers, block, kernel_size, in_planes, out_planes)``."""
+
+    config_class = UNetConfig
+
+
+ARCHITECTURES = {cls.config_class.arch: cls for cls in (BlockPlain1d, BlockBottleneck1d, EncoderNet1d, DecoderNet1d,
+                                                       AE1d, UNet1d)}
+
+
+def from_config(config) -> nn.Module:
+    """Build the reference network of a config (a config object or a dict with ``arch``)."""
+    config = coerce_config(config)
+    return ARCHITECTURES[config.arch](**config.kwargs())
+
+
+encnet12, encnet32, encnet47, encnet62 = (make_preset(f"encnet{n}", from_config) for n in (12, 32, 47, 62))
+decnet13, decnet33, decnet48, decnet63 = (make_preset(f"decnet{n}", from_config) for n in (13, 33, 48, 63))
+ae16, ae32, ae44, ae65, ae83 = (make_preset(f"ae{n}", from_config) for n in (16, 32, 44, 65, 83))
+unet16, unet32, unet44, unet65, unet83 = (make_preset(f"unet{n}", from_config) for n in (16, 32, 44, 65, 83))

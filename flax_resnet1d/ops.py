@@ -103,12 +103,14 @@ def conv1d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, precision
     """1D convolution (PyTorch's cross-correlation) of ``(B, L, Cin)`` with a ``(k, Cin, Cout)`` kernel.
 
     The forward pass is XLA's convolution. The backward pass differentiates the same function
-    in one of two forms, chosen by shape: XLA:CPU's convolution gradients (the kernel gradient
-    as a convolution over the length axis, the input gradient of a strided convolution as one
-    over a zero-dilated input) run several times slower than matmuls of the same size when the
-    kernel outweighs the activations (the deep, short stages; small batches). There the matmul
-    form's gradients are plain dot products; elsewhere the convolution gradients are faster,
-    as they need no ``k``-fold copy of the activations.
+    in one of two forms, chosen by shape (``matmul_gradient``). XLA:CPU's convolution gradients
+    (the kernel gradient as a convolution over the length axis, the input gradient of a strided
+    convolution as one over a zero-dilated input) run several times slower than matmuls of the
+    same size when the kernel outweighs the activations (the deep, short stages; small batches),
+    and for a 1x1 convolution they transpose the input and the output gradient to put the batch
+    innermost, where the matmul form is one plain contraction over ``(B, L)``. There the matmul
+    form's gradients are plain dot products; elsewhere (kernels wider than 1 on long signals) the
+    convolution gradients are faster, as they need no ``k``-fold copy of the activations.
     """
     return _conv_xla(x, kernel, stride, padding, precision)
 
@@ -118,10 +120,11 @@ def _conv1d_fwd(x, kernel, stride, padding, precision):
 
 
 def matmul_gradient(x_shape: Sequence[int], kernel_shape: Sequence[int]) -> bool:
-    """Whether ``conv1d``'s backward pass takes the matmul form: when the kernel (``k * Cin * Cout``)
-    is at least half the size of the input (``B * L * Cin``)."""
+    """Whether ``conv1d``'s backward pass takes the matmul form: for every 1x1 convolution, and
+    for wider kernels when the kernel (``k * Cin * Cout``) is at least half the size of the input
+    (``B * L * Cin``)."""
     (batch, length, _), (k, _, cout) = x_shape, kernel_shape
-    return 2 * k * cout >= batch * length
+    return k == 1 or 2 * k * cout >= batch * length
 
 
 def _conv1d_bwd(stride, padding, precision, residuals, d_out):

@@ -119,12 +119,19 @@ def _conv1d_fwd(x, kernel, stride, padding, precision):
     return _conv_xla(x, kernel, stride, padding, precision), (x, kernel)
 
 
+# Above this many input rows (batch * input length) XLA:CPU's convolution-form gradients of a
+# wider kernel beat the matmul form even where the kernel outweighs the input: k=3 at 512-1024
+# channels and (B, L) = (16, 128), (16, 256), (32, 64) 20-30% faster; at (32, 32) and below slower.
+MATMUL_GRADIENT_MAX_ROWS = 1024
+
+
 def matmul_gradient(x_shape: Sequence[int], kernel_shape: Sequence[int]) -> bool:
     """Whether ``conv1d``'s backward pass takes the matmul form: for every 1x1 convolution, and
-    for wider kernels when the kernel (``k * Cin * Cout``) is at least half the size of the input
-    (``B * L * Cin``)."""
+    for wider kernels on at most ``MATMUL_GRADIENT_MAX_ROWS`` input rows (``B * L``) when the
+    kernel (``k * Cin * Cout``) is at least half the size of the input (``B * L * Cin``)."""
     (batch, length, _), (k, _, cout) = x_shape, kernel_shape
-    return k == 1 or 2 * k * cout >= batch * length
+    rows = batch * length
+    return k == 1 or (rows <= MATMUL_GRADIENT_MAX_ROWS and 2 * k * cout >= rows)
 
 
 def _conv1d_bwd(stride, padding, precision, residuals, d_out):

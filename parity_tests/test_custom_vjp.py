@@ -32,6 +32,7 @@ CONV_FORM = [  # wider kernels on inputs larger than the kernel
     (3, 40, 4, 5, 3, 1),
     (2, 33, 3, 4, 5, 2),
     (4, 30, 6, 3, 3, 2),
+    (1, 1030, 2, 200, 3, 2),  # the kernel outweighs the input, but more rows than MATMUL_GRADIENT_MAX_ROWS
 ]
 CASES = MATMUL_FORM + CONV_FORM
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}

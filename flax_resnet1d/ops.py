@@ -78,6 +78,23 @@ def _conv_xla(x: jax.Array, kernel: jax.Array, stride: int, padding: int, precis
                                         dimension_numbers=("NWC", "WIO", "NWC"), precision=precision)
 
 
+def _einsum(spec: str, a: jax.Array, b: jax.Array, precision: PrecisionLike) -> jax.Array:
+    """``jnp.einsum`` in the operands' dtype, accumulated in float32 for narrower floats: XLA:CPU's
+    bf16 dot with a float32 result uses the CPU's bf16 dot-product instructions and ran 1.6-2.5x
+    faster than with a bf16 result (up to 1.9x its float32 dot) on the AVX512_BF16 machine."""
+    narrow = jnp.finfo(a.dtype).bits < 32
+    out = jnp.einsum(spec, a, b, precision=precision, preferred_element_type=jnp.float32 if narrow else None)
+    return out.astype(a.dtype)
+
+
+def _conv_forward(x: jax.Array, kernel: jax.Array, stride: int, padding: int, precision: PrecisionLike) -> jax.Array:
+    """XLA's convolution, except a 1x1 convolution in a float narrower than float32, which is a dot
+    accumulated in float32 (``_einsum``): XLA:CPU's bf16 convolutions are no faster than float32."""
+    if kernel.shape[0] == 1 and jnp.finfo(x.dtype).bits < 32:
+        return _einsum("blc,cd->bld", _gather_taps(x, 1, stride, padding), kernel[0], precision)
+    return _conv_xla(x, kernel, stride, padding, precision)
+
+
 def _gather_taps(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
     """The ``k`` taps of each output position gathered by strided slices into ``(B, L', k*Cin)``."""
     x = jnp.pad(x, ((0, 0), (padding, padding), (0, 0))) if padding else x
@@ -93,8 +110,8 @@ def _conv_matmul_vjp(x, kernel, stride, padding, precision, d_out):
     whole kernel to a transposed layout on every step."""
     k, cin, cout = kernel.shape
     patches, scatter_taps = jax.vjp(lambda x: _gather_taps(x, k, stride, padding), x)
-    d_kernel = jnp.einsum("blc,bld->cd", patches, d_out, precision=precision).reshape(kernel.shape)
-    d_patches = jnp.einsum("cd,bld->blc", kernel.reshape(k * cin, cout), d_out, precision=precision)
+    d_kernel = _einsum("blc,bld->cd", patches, d_out, precision).reshape(kernel.shape)
+    d_patches = _einsum("cd,bld->blc", kernel.reshape(k * cin, cout), d_out, precision)
     return scatter_taps(d_patches)[0], d_kernel
 
 
@@ -111,12 +128,14 @@ def conv1d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, precision
     innermost, where the matmul form is one plain contraction over ``(B, L)``. There the matmul
     form's gradients are plain dot products; elsewhere (kernels wider than 1 on long signals) the
     convolution gradients are faster, as they need no ``k``-fold copy of the activations.
+    In bf16 the matmuls accumulate in float32, and 1x1 convolutions run as such matmuls
+    forward too (``_conv_forward``).
     """
-    return _conv_xla(x, kernel, stride, padding, precision)
+    return _conv_forward(x, kernel, stride, padding, precision)
 
 
 def _conv1d_fwd(x, kernel, stride, padding, precision):
-    return _conv_xla(x, kernel, stride, padding, precision), (x, kernel)
+    return _conv_forward(x, kernel, stride, padding, precision), (x, kernel)
 
 
 # Above this many input rows (batch * input length) XLA:CPU's convolution-form gradients of a

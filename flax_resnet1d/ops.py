@@ -88,10 +88,12 @@ def _einsum(spec: str, a: jax.Array, b: jax.Array, precision: PrecisionLike) -> 
 
 
 def _conv_forward(x: jax.Array, kernel: jax.Array, stride: int, padding: int, precision: PrecisionLike) -> jax.Array:
-    """XLA's convolution, except a 1x1 convolution in a float narrower than float32, which is a dot
-    accumulated in float32 (``_einsum``): XLA:CPU's bf16 convolutions are no faster than float32."""
-    if kernel.shape[0] == 1 and jnp.finfo(x.dtype).bits < 32:
-        return _einsum("blc,cd->bld", _gather_taps(x, 1, stride, padding), kernel[0], precision)
+    """XLA's convolution, except in a float narrower than float32: there one matmul of the gathered
+    taps with the ``(k*Cin, Cout)`` kernel, accumulated in float32 (``_einsum``), as XLA:CPU's bf16
+    convolutions are no faster than its float32 ones and its float32-accumulated bf16 dots are."""
+    if jnp.finfo(x.dtype).bits < 32:
+        k, cin, cout = kernel.shape
+        return _einsum("blc,cd->bld", _gather_taps(x, k, stride, padding), kernel.reshape(k * cin, cout), precision)
     return _conv_xla(x, kernel, stride, padding, precision)
 
 
@@ -128,8 +130,8 @@ def conv1d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, precision
     innermost, where the matmul form is one plain contraction over ``(B, L)``. There the matmul
     form's gradients are plain dot products; elsewhere (kernels wider than 1 on long signals) the
     convolution gradients are faster, as they need no ``k``-fold copy of the activations.
-    In bf16 the matmuls accumulate in float32, and 1x1 convolutions run as such matmuls
-    forward too (``_conv_forward``).
+    In bf16 (any float narrower than float32) every convolution runs as matmuls accumulated in
+    float32, forward (``_conv_forward``) and backward (the matmul form, whatever the shape).
     """
     return _conv_forward(x, kernel, stride, padding, precision)
 
@@ -155,7 +157,7 @@ def matmul_gradient(x_shape: Sequence[int], kernel_shape: Sequence[int]) -> bool
 
 def _conv1d_bwd(stride, padding, precision, residuals, d_out):
     x, kernel = residuals
-    if matmul_gradient(x.shape, kernel.shape):
+    if jnp.finfo(x.dtype).bits < 32 or matmul_gradient(x.shape, kernel.shape):  # see _conv_forward for bf16
         return _conv_matmul_vjp(x, kernel, stride, padding, precision, d_out)
     return jax.vjp(lambda x, kernel: _conv_xla(x, kernel, stride, padding, precision), x, kernel)[1](d_out)
 

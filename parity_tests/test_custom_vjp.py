@@ -95,9 +95,9 @@ def test_conv1d_matches_autodiff(case, dtype):
 
 @pytest.mark.parametrize("case", CASES)
 def test_conv1d_bfloat16_matches_float32(case):
-    """In bf16 (1x1 forward as a float32-accumulated dot, matmul-form gradients accumulated in
-    float32) the value and both gradients match float32 autodiff on the same bf16-rounded inputs
-    to a few of bf16's roundings (measured 1.5e-3 to 4.2e-3)."""
+    """In bf16 (forward and gradients as float32-accumulated matmuls over the gathered taps) the
+    value and both gradients match float32 autodiff on the same bf16-rounded inputs to a few of
+    bf16's roundings."""
     stride, padding = case[5], case[4] // 2
     x, kernel = (a.astype(jnp.bfloat16) for a in random_inputs(case, "float32", seed=3 * sum(case)))
     out_shape = reference_conv(x, kernel, stride, padding).shape

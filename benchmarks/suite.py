@@ -1,7 +1,8 @@
 """Speed of the JAX port against the PyTorch reference, side by side in one run.
 
 For each workload (model config, batch, length) and each variant (JAX jit float32 / bf16,
-torch eager, ``torch.compile``; on a GPU also the pinned-float32 and TF32 paths) it measures
+torch eager float32 / bf16 autocast, ``torch.compile``; on a GPU also the pinned-float32 and
+TF32 paths) it measures
 
 - forward latency and the full train step (cross-entropy, backward, Adam update): median,
   min and max over ``--repeats`` calls after warm-up, and samples/s;
@@ -10,12 +11,16 @@ torch eager, ``torch.compile``; on a GPU also the pinned-float32 and TF32 paths)
   RSS on the CPU; allocator peak on a GPU; XLA's own buffer sizes for JAX);
 - achieved GFLOP/s (and GB/s) from XLA's cost analysis of the same computation, against the
   machine's peaks measured in the same run (a large matmul under XLA and torch, a large
-  copy).
+  copy);
+- the ratios issue 15's targets are stated in, per workload (``target_summary``): step against
+  torch eager and ``torch.compile`` (and the most reachable at the matmul peak), step GFLOP/s
+  over forward GFLOP/s, peak memory against ``torch.compile``, bf16 times of both frameworks.
 
 Writes ``<out>/<machine>.json``, ``<machine>.md`` (tables) and ``<machine>.png`` (bar chart).
 
     python benchmarks/suite.py                 # CPU workloads, results in benchmarks/results/
     python benchmarks/suite.py --quick         # fewer repeats, small peak probes: a fast sanity run
+    python benchmarks/suite.py --quick --workload "B=1 L=128" --variant jax --variant "torch eager"   # a subset
     python benchmarks/suite.py --gpu           # the GPU workloads and variants (on CPU: says no GPU)
     JAX_PLATFORMS=cpu python benchmarks/suite.py --gpu --smoke --out /tmp/bench   # tiny sizes
 
@@ -60,7 +65,7 @@ class Workload:
     batch: int
     length: int
     forward: bool = True  # also time the forward pass (the big GPU training shapes time only the step)
-    cpu_bf16: bool = False  # also run JAX bf16 on a CPU (XLA:CPU's bf16 is slower than f32 here: shown once)
+    cpu_bf16: bool = False  # also run the bf16 variants (JAX bf16, torch bf16 autocast) on a CPU
 
 
 SPEC_EXAMPLE = EncoderConfig(64, (2,) * 5, "bottleneck", 3, 3, NUM_CLASSES)  # EncoderNet1d(64, [2]*5, in_planes=3, out_length=32)
@@ -69,22 +74,22 @@ SMALL = EncoderConfig(8, (1, 1), "bottleneck", 3, 3, NUM_CLASSES)
 
 CPU_WORKLOADS = [
     Workload("spec B=32 L=128", SPEC_EXAMPLE, 32, 128, cpu_bf16=True),
-    Workload("spec B=16 L=4096", SPEC_EXAMPLE, 16, 4096),
+    Workload("spec B=16 L=4096", SPEC_EXAMPLE, 16, 4096, cpu_bf16=True),
     Workload("spec B=1 L=128", SPEC_EXAMPLE, 1, 128),
-    Workload("encnet62 B=32 L=1024", ENCNET62, 32, 1024),
+    Workload("encnet62 B=32 L=1024", ENCNET62, 32, 1024, cpu_bf16=True),
 ]
 GPU_WORKLOADS = CPU_WORKLOADS + [
     Workload("spec B=256 L=1024", SPEC_EXAMPLE, 256, 1024, forward=False),
     Workload("spec B=1024 L=128", SPEC_EXAMPLE, 1024, 128, forward=False),
 ]
-SMOKE_WORKLOADS = [Workload("small B=4 L=32", SMALL, 4, 32), Workload("small B=1 L=32", SMALL, 1, 32)]
+SMOKE_WORKLOADS = [Workload("small B=4 L=32", SMALL, 4, 32, cpu_bf16=True), Workload("small B=1 L=32", SMALL, 1, 32)]
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
     name: str
     framework: str  # "jax" or "torch"
-    dtype: str = "float32"  # JAX compute dtype (parameters stay float32)
+    dtype: str = "float32"  # compute dtype: JAX's model dtype, torch's autocast dtype (parameters stay float32)
     precision: str | None = None  # JAX matmul precision: None = the backend's default
     compiled: bool = False  # torch.compile
     tf32: bool | None = None  # torch: False pins float32, True allows TF32, None keeps torch's defaults
@@ -95,6 +100,7 @@ CPU_VARIANTS = [
     Variant("jax bf16", "jax", dtype="bfloat16"),
     Variant("torch eager", "torch"),
     Variant("torch.compile", "torch", compiled=True),
+    Variant("torch eager bf16", "torch", dtype="bfloat16"),  # torch.autocast("cpu", torch.bfloat16)
 ]
 GPU_VARIANTS = [
     Variant("jax f32 highest", "jax", precision="highest"),
@@ -106,6 +112,13 @@ GPU_VARIANTS = [
     Variant("torch.compile default", "torch", compiled=True),
 ]
 BASELINE = {"cpu": "torch eager", "gpu": "torch eager f32"}  # speed-ups are relative to this variant
+# The variants the issue's targets compare, by role (see target_summary).
+ROLES = {
+    "cpu": {"jax": "jax f32", "eager": "torch eager", "compiled": "torch.compile", "jax_bf16": "jax bf16",
+            "torch_bf16": "torch eager bf16"},
+    "gpu": {"jax": "jax f32 highest", "eager": "torch eager f32", "compiled": "torch.compile f32", "jax_bf16": "jax bf16",
+            "torch_bf16": None},
+}
 
 
 # -- timing and memory -------------------------------------------------------------------------------
@@ -266,13 +279,17 @@ def measure_torch(workload: Workload, variant: Variant, device: str, warmup: int
         if device == "cuda":
             torch.cuda.synchronize()
 
+    def autocast():  # bf16 variants: autocast's mixed precision (float32 parameters, bf16 matmuls and convolutions)
+        return torch.autocast(device, torch.bfloat16, enabled=variant.dtype == "bfloat16")
+
     def forward():
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             return model(x)
 
     def train_step():
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with autocast():
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         loss.backward()
         optimizer.step()
         return loss
@@ -421,6 +438,7 @@ def run_suite(workloads: list[Workload], out_dir: Path | str, *, variants: list[
                             "optimizer": "Adam (optax.adam / torch.optim.Adam defaults)",
                             "flops_source": "XLA cost analysis of the JAX float32 computation"},
                "rows": rows}
+    results["targets"] = target_summary(results)
     write_results(results, Path(out_dir))
     return results
 
@@ -482,6 +500,59 @@ def _add_derived(rows: list[dict], peaks: dict, baseline: str) -> None:
                 m["speedup_vs_baseline"] = base[(row["workload"], phase)] / m["median_s"]
 
 
+def target_summary(results: dict) -> list[dict]:
+    """Per workload, the quantities issue 15's targets are stated in (None where a variant did not run):
+
+    - ``step_vs_compiled`` / ``step_vs_eager``: torch's train-step time over JAX's (targets >= 1.25, >= 1.5);
+      ``step_vs_compiled_at_peak``: the same if JAX's step ran at 100% of the measured XLA matmul peak
+      (its FLOPs / the peak), the most any implementation of these FLOPs can reach here;
+    - ``fastest_torch_f32_vs_jax``: the fastest float32 torch variant's time over JAX's, forward and
+      step (target: >= 1, no torch variant ahead);
+    - ``step_over_forward_gflops``: the train step's GFLOP/s over the forward's (target >= 0.75);
+    - ``peak_memory_vs_compiled``: JAX's train-step peak memory over ``torch.compile``'s (target <= 1);
+    - ``bf16``: JAX bf16 and torch bf16 (autocast) times, forward and step.
+    """
+    roles = ROLES["gpu" if results["environment"]["gpu_present"] else "cpu"]
+    by = {(r["workload"], r["variant"]): r for r in results["rows"]}
+    torch_f32 = [v for v in dict.fromkeys(r["variant"] for r in results["rows"])
+                 if v.startswith("torch") and "bf16" not in v and v != roles["torch_bf16"]]
+    peak_key = "device_peak_bytes" if results["environment"]["gpu_present"] else "host_peak_bytes"
+
+    def get(workload, variant, phase, key="median_s"):
+        row = by.get((workload, variant))
+        return row[phase].get(key) if row and phase in row else None
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    summary = []
+    for workload in dict.fromkeys(r["workload"] for r in results["rows"]):
+        jax_step, compiled_step = get(workload, roles["jax"], "train"), get(workload, roles["compiled"], "train")
+        flops = get(workload, roles["jax"], "train", "flops")
+        floor_s = flops / (results["peaks"]["peak_gflops"] * 1e9) if flops else None
+        fastest = {}
+        for phase in ("forward", "train"):
+            times = [t for t in (get(workload, v, phase) for v in torch_f32) if t is not None]
+            fastest[phase] = ratio(min(times), get(workload, roles["jax"], phase)) if times else None
+        jax_peak = get(workload, roles["jax"], "train", peak_key)
+        if results["environment"]["gpu_present"] and by.get((workload, roles["jax"])):
+            jax_peak = by[(workload, roles["jax"])]["train"]["xla_memory"]["total_bytes"]
+        summary.append({
+            "workload": workload,
+            "step_vs_compiled": ratio(compiled_step, jax_step),
+            "step_vs_eager": ratio(get(workload, roles["eager"], "train"), jax_step),
+            "step_floor_s": floor_s,
+            "step_vs_compiled_at_peak": ratio(compiled_step, floor_s),
+            "fastest_torch_f32_vs_jax": fastest,
+            "step_over_forward_gflops": ratio(get(workload, roles["jax"], "train", "gflops"),
+                                              get(workload, roles["jax"], "forward", "gflops")),
+            "peak_memory_vs_compiled": ratio(jax_peak, get(workload, roles["compiled"], "train", peak_key)),
+            "bf16": {f"{side}_{phase}_s": get(workload, roles[side], phase) for side in ("jax_bf16", "torch_bf16")
+                     for phase in ("forward", "train")},
+        })
+    return summary
+
+
 # -- reports ---------------------------------------------------------------------------------------
 
 def _ms(m: dict) -> str:
@@ -526,7 +597,38 @@ def markdown(results: dict) -> str:
                 f"{m.get('speedup_vs_baseline', float('nan')):.2f} | {compile_s} | {_mb(peak)} | "
                 f"{_mb(m['xla_memory']['temp_bytes']) if 'xla_memory' in m else '-'} |")
         lines.append("")
+    lines += _targets_markdown(results)
     return "\n".join(lines)
+
+
+def _fmt(value, spec: str = ".2f", suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _targets_markdown(results: dict) -> list[str]:
+    roles = ROLES["gpu" if results["environment"]["gpu_present"] else "cpu"]
+    lines = ["## Targets (issue 15)", "",
+             f"Ratios of this run's medians. Step vs `{roles['compiled']}` / `{roles['eager']}`: torch's step time over "
+             f"`{roles['jax']}`'s (targets >= 1.25 / >= 1.5); *at peak*: `{roles['compiled']}`'s time over JAX's FLOPs at "
+             "100% of the XLA matmul peak above, the most any implementation of these FLOPs reaches on this machine. "
+             "Fastest torch f32: the fastest float32 torch variant's time over JAX's (>= 1: JAX ahead; target: no "
+             "torch variant ahead). Step/forward GFLOP/s: target >= 0.75. Peak memory: JAX's train-step peak over "
+             f"`{roles['compiled']}`'s (target <= 1). bf16: `{roles['jax_bf16']}` and `{roles['torch_bf16']}` medians "
+             "in ms (forward / step).", "",
+             "| workload | step vs compile | step vs eager | step vs compile at peak | fastest torch f32 vs JAX (fwd / step) "
+             "| step/forward GFLOP/s | peak memory vs compile | JAX bf16 ms (fwd / step) | torch bf16 ms (fwd / step) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for t in results.get("targets") or target_summary(results):
+        bf16 = t["bf16"]
+        ms = {k: None if v is None else v * 1e3 for k, v in bf16.items()}
+        lines.append(
+            f"| {t['workload']} | {_fmt(t['step_vs_compiled'])} | {_fmt(t['step_vs_eager'])} | "
+            f"{_fmt(t['step_vs_compiled_at_peak'])} | {_fmt(t['fastest_torch_f32_vs_jax']['forward'])} / "
+            f"{_fmt(t['fastest_torch_f32_vs_jax']['train'])} | {_fmt(t['step_over_forward_gflops'])} | "
+            f"{_fmt(t['peak_memory_vs_compiled'])} | {_fmt(ms['jax_bf16_forward_s'], '.1f')} / "
+            f"{_fmt(ms['jax_bf16_train_s'], '.1f')} | {_fmt(ms['torch_bf16_forward_s'], '.1f')} / "
+            f"{_fmt(ms['torch_bf16_train_s'], '.1f')} |")
+    return lines + [""]
 
 
 def plot(results: dict, path: Path) -> None:
@@ -589,6 +691,7 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny model and sizes (checks the code paths)")
     parser.add_argument("--repeats", type=int, help="timed calls per measurement (default 10, --quick 3)")
     parser.add_argument("--workload", action="append", help="run only workloads whose name contains this (repeatable)")
+    parser.add_argument("--variant", action="append", help="run only variants whose name contains this (repeatable)")
     parser.add_argument("--machine", help="name of the results files (default: derived from the device)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one measurement, see run_worker
     args = parser.parse_args(argv)
@@ -600,9 +703,14 @@ def main(argv=None) -> int:
         workloads = [w for w in workloads if any(s in w.name for s in args.workload)]
         if not workloads:
             parser.error(f"no workload matches {args.workload}")
+    variants = None
+    if args.variant:
+        variants = [v for v in (GPU_VARIANTS if args.gpu else CPU_VARIANTS) if any(s in v.name for s in args.variant)]
+        if not variants:
+            parser.error(f"no variant matches {args.variant}")
     short = args.quick or args.smoke
     machine = args.machine or (f"{machine_name(jax.devices()[0])}-smoke" if args.smoke else None)
-    results = run_suite(workloads, args.out, gpu=args.gpu or None, quick=short, machine=machine,
+    results = run_suite(workloads, args.out, variants=variants, gpu=args.gpu or None, quick=short, machine=machine,
                         repeats=args.repeats or (3 if short else 10), warmup=1 if short else 2)
     print(markdown(results))
     return 0

@@ -151,14 +151,27 @@ def test_bad_training_settings(bad, message, dataset):
         tiny_config(dataset, **bad)
 
 
+def _equations(jaxpr):
+    """Every equation of a jaxpr and of the jaxprs nested in its equations' parameters."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                sub = getattr(sub, "jaxpr", sub)
+                if hasattr(sub, "eqns"):
+                    yield from _equations(sub)
+
+
 def test_bfloat16_computes_in_bf16_with_float32_params(dataset, tmp_path):
     config = tiny_config(dataset, epochs=1, dtype="bfloat16")
     result = train.fit(config, dataset, str(tmp_path), progress=False)
     assert {leaf.dtype for leaf in jax.tree.leaves(result.state.params)} == {jnp.dtype(jnp.float32)}
     batch = next(train.batches(dataset.x_train, dataset.y_train, np.arange(16), 16))
-    jaxpr = str(jax.make_jaxpr(train.train_step)(result.state, batch))
-    products = [line.split("=")[0] for line in jaxpr.splitlines() if "dot_general" in line or "conv_general" in line]
-    assert products and all(":bf16[" in out for out in products), products  # convolutions, dense, and their VJPs
+    # Convolutions, dense, and their VJPs take bf16 operands (conv1d's matmuls accumulate in float32).
+    products = [(e.primitive.name, [v.aval.dtype for v in e.invars])
+                for e in _equations(jax.make_jaxpr(train.train_step)(result.state, batch).jaxpr)
+                if e.primitive.name in ("dot_general", "conv_general_dilated")]
+    assert products and all(dtypes == [jnp.bfloat16] * 2 for _, dtypes in products), products
     assert np.isfinite(result.history[0]["train_loss"])
     # The same weights applied in float32 (as exported to PyTorch) agree to bf16 rounding.
     x = jnp.asarray(dataset.x_test)

@@ -11,17 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint_io, data, distributed, train
+from . import checkpoint_io, data, distributed, recipe, train
 from .cli import UsageError
 from .config import PRESETS, EncoderConfig, preset_config
 
-# The network used without --preset: 3 stages (32, 64, 128 channels) of one bottleneck block,
-# kernel 9. On GunPoint it reaches ~98% test accuracy in 40 epochs, ~10 s on 2 cores;
-# the 5-stage MDNC presets (up to 1024 channels) are 10-30x slower per step.
-DEFAULT_MODEL = {"channel": 32, "layers": [1, 1, 1], "block": "bottleneck", "kernel_size": 9}
 PRESET_KERNEL_SIZE = 3  # the MDNC presets' own
 TRAINING_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "warmup_epochs", "momentum",
-                    "weight_decay", "seed", "dtype", "ckpt_every", "keep")
+                    "weight_decay", "augment", "crop_min_scale", "label_smoothing", "seed", "dtype", "eval_every",
+                    "ckpt_every", "keep")
 DATA_OPTIONS = ("dataset", "test_data", "test_fraction", "layout", "normalize")
 MODEL_OPTIONS = ("preset", "channel", "layers", "block", "kernel_size")
 TORCH_CHECK_TOLERANCE = 1e-5  # max|torch - jax| / max|jax| of the float32 logits
@@ -29,7 +26,7 @@ TORCH_CHECK_TOLERANCE = 1e-5  # max|torch - jax| / max|jax| of the float32 logit
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     defaults = train.TrainConfig.__dataclass_fields__
-    default = {name: defaults[name].default for name in TRAINING_OPTIONS}
+    default = {**{name: defaults[name].default for name in TRAINING_OPTIONS}, **recipe.TRAINING}
     p = subparsers.add_parser(
         "train", help="train a classifier on a UCR/UEA data set or your own arrays",
         description="Train an EncoderNet1d classifier with jit-compiled JAX. Writes RUN_DIR/config.json, "
@@ -57,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"for {', '.join(data.MULTIVARIATE_DATASETS)}); none")
 
     default_model = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                             for k, v in DEFAULT_MODEL.items())
+                             for k, v in recipe.MODEL.items())
     m = p.add_argument_group(f"model (default: {default_model})")
     m.add_argument("--preset", choices=sorted(PRESETS), help="an MDNC preset (64 channels, 5 stages, kernel 3)")
     m.add_argument("--channel", type=int, help="channels of the first stage (doubled by each later stage)")
@@ -66,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--kernel-size", type=int, help="odd kernel; 1 disables down-sampling")
 
     t = p.add_argument_group("optimization")
-    t.add_argument("--epochs", type=int, help=f"default {default['epochs']}")
+    t.add_argument("--epochs", type=int, help=f"default: about {recipe.STEP_BUDGET} steps "
+                                              f"(at least {recipe.MIN_EPOCHS} epochs)")
     t.add_argument("--batch-size", type=int, help=f"global batch, a multiple of the devices (default "
                                                    f"{default['batch_size']})")
     t.add_argument("--optimizer", choices=train.OPTIMIZERS, help=f"default {default['optimizer']}")
@@ -75,11 +73,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--warmup-epochs", type=int, help="linear warm-up from 0 for the warmup schedules")
     t.add_argument("--momentum", type=float, help=f"sgd momentum (default {default['momentum']})")
     t.add_argument("--weight-decay", type=float, help=f"adamw decoupled decay (default {default['weight_decay']})")
+    t.add_argument("--augment", choices=train.AUGMENTATIONS, help=f"crop: random resized crops of the training "
+                                                                  f"series (default {default['augment']})")
+    t.add_argument("--crop-min-scale", type=float, help=f"shortest crop, a fraction of the series (default "
+                                                        f"{default['crop_min_scale']})")
+    t.add_argument("--label-smoothing", type=float, help=f"default {default['label_smoothing']}")
     t.add_argument("--seed", type=int, help=f"parameter init and data order (default {default['seed']})")
     t.add_argument("--dtype", choices=tuple(train.DTYPES), help="compute dtype; parameters stay float32 (default "
                                                                 f"{default['dtype']})")
-    t.add_argument("--ckpt-every", type=int, help=f"checkpoint every N epochs, and at the end (default "
-                                                  f"{default['ckpt_every']})")
+    t.add_argument("--eval-every", type=int, help=f"test-set metrics every N epochs, and at the end (default: "
+                                                  f"{recipe.EVALUATIONS} times a run)")
+    t.add_argument("--ckpt-every", type=int, help=f"checkpoint every N epochs, and at the end (default: "
+                                                  f"{recipe.CHECKPOINTS} times a run)")
     t.add_argument("--keep", type=int, help=f"checkpoints kept (default {default['keep']})")
 
     h = p.add_argument_group("several processes (jax.distributed; start every process with the same arguments)")
@@ -135,8 +140,7 @@ def run_train(args: argparse.Namespace) -> int:
         run_dir = given["out"]
         spec = data_spec(given)
         dataset = data.load(spec)
-        config = train.TrainConfig(model_config(given, dataset), spec,
-                                   **{k: given[k] for k in TRAINING_OPTIONS if k in given})
+        config = train_config(given, spec, dataset)
         # only once every setting is valid; by process 0 alone
         distributed.on_primary("prepare_run_dir", prepare_run_dir, run_dir, given.get("overwrite", False), spec)
     start = time.perf_counter()
@@ -152,6 +156,12 @@ def run_train(args: argparse.Namespace) -> int:
               f"{trained} epochs in {seconds:.1f} s (compile {result.compile_seconds:.1f} s, "
               f"{np.median([h['step_time_ms'] for h in result.history]):.1f} ms/step); run in {run_dir}")
     return 0
+
+
+def train_config(given: dict, spec: data.DataSpec, dataset: data.Dataset) -> train.TrainConfig:
+    """The run's settings: the options given (argparse names), the recipe for the others."""
+    training = recipe.training(len(dataset.y_train), {k: given[k] for k in TRAINING_OPTIONS if k in given})
+    return train.TrainConfig(model_config(given, dataset), spec, **training)
 
 
 def prepare_run_dir(run_dir: str, overwrite: bool, spec: data.DataSpec) -> None:
@@ -190,7 +200,7 @@ def model_config(given: dict, dataset: data.Dataset) -> EncoderConfig:
                                  f"{' '.join(clash)}")
             return preset_config(given["preset"], dataset.in_planes, dataset.num_classes,
                                  given.get("kernel_size", PRESET_KERNEL_SIZE))
-        model = {k: given.get(k, v) for k, v in DEFAULT_MODEL.items()}
+        model = {k: given.get(k, v) for k, v in recipe.MODEL.items()}
         return EncoderConfig(model["channel"], tuple(model["layers"]), model["block"], model["kernel_size"],
                              dataset.in_planes, dataset.num_classes)
     except (TypeError, ValueError) as e:

@@ -219,6 +219,9 @@ def load_archive(name: str, normalize: str | None = None) -> Dataset:
             raise DataError(f"{name}: labels {unknown} are not among the declared classes {classes}")
         arrays += [_stack_padded([normalization(s) for s in series], length),
                    np.array([index[label] for label in y], np.int32)]
+    absent = sorted(set(classes) - set(splits["TRAIN"][1]))
+    if absent:
+        raise DataError(f"{name}: classes {absent} are absent from the training split; the network could not learn them")
     return Dataset(name, *arrays, classes=classes, normalization=normalization)
 
 
@@ -308,7 +311,8 @@ def float32_inputs(path: str, normalization: Normalization, x: np.ndarray) -> np
 
 def check_labels(y: np.ndarray, num_classes: int, what: str) -> None:
     if y.max() >= num_classes:
-        raise DataError(f"{what} {int(y.max())} is out of range: the classes are 0..{num_classes - 1}")
+        raise DataError(f"{what} {int(y.max())} is out of range: the classes are 0..{num_classes - 1} (a class absent "
+                        "from the training split cannot be learned)")
 
 
 def read_arrays(path: str, layout: str = "NCL") -> tuple[np.ndarray, np.ndarray]:

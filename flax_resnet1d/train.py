@@ -21,6 +21,7 @@ A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch),
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup", "warmup_cosine")
+AUGMENTATIONS = ("none", "crop", "window")
 DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # compute dtype; parameters stay float32
 TIMING_KEYS = ("epoch_time_s", "step_time_ms")  # the only metrics that differ between identical runs
 
@@ -85,10 +87,15 @@ class TrainConfig:
     dtype: str = "float32"
     ckpt_every: int = 10
     keep: int = 3
+    eval_every: int = 1
+    augment: str = "none"
+    crop_min_scale: float = 0.8
+    mixup: float = 0.0
+    label_smoothing: float = 0.0
 
     def __post_init__(self):
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("ckpt_every", 1), ("keep", 1), ("warmup_epochs", 0),
-                              ("seed", 0)):
+                              ("seed", 0), ("eval_every", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise TrainingError(f"{name} must be an int, got {type(value).__name__} {value!r}")
@@ -96,11 +103,14 @@ class TrainConfig:
                 raise TrainingError(f"{name} must be at least {minimum}, got {value}")
         if self.seed >= 2**32:  # numpy's and JAX's seeds
             raise TrainingError(f"seed must be below 2**32, got {self.seed}")
-        for name, value, high in (("momentum", self.momentum, 1), ("weight_decay", self.weight_decay, math.inf)):
+        for name, value, high in (("momentum", self.momentum, 1), ("weight_decay", self.weight_decay, math.inf),
+                                  ("label_smoothing", self.label_smoothing, 1), ("mixup", self.mixup, math.inf)):
             if not (math.isfinite(value) and 0 <= value < high):
                 raise TrainingError(f"{name} must be a finite number in [0, {high}), got {value}")
+        if not 0 < self.crop_min_scale <= 1:
+            raise TrainingError(f"crop_min_scale must be in (0, 1], got {self.crop_min_scale}")
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
-                                     ("dtype", self.dtype, tuple(DTYPES))):
+                                     ("dtype", self.dtype, tuple(DTYPES)), ("augment", self.augment, AUGMENTATIONS)):
             if value not in choices:
                 raise TrainingError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
         if not (math.isfinite(self.lr) and self.lr > 0):  # inf trains to NaN
@@ -171,10 +181,16 @@ def create_state(config: TrainConfig, in_planes: int, length: int, steps_per_epo
 
 # -- the steps ---------------------------------------------------------------------------------
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy over the rows with ``mask`` 1 (as torch's F.cross_entropy)."""
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)),
-                                                             labels)
+def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array, label_smoothing: float = 0.0,
+                  labels_mix: jax.Array | None = None, mix: jax.Array | None = None) -> jax.Array:
+    """Mean softmax cross-entropy over the rows with ``mask`` 1 (as torch's F.cross_entropy,
+    ``label_smoothing`` included); with mixup, against ``mix`` of ``labels`` and ``1 - mix`` of ``labels_mix``."""
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+    if mix is not None:
+        targets = mix[:, None] * targets + (1 - mix[:, None]) * jax.nn.one_hot(labels_mix, logits.shape[-1])
+    targets = optax.smooth_labels(targets, label_smoothing)
+    losses = optax.softmax_cross_entropy(logits, targets)
     return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1)
 
 
@@ -187,12 +203,13 @@ def _batch_sums(logits: jax.Array, batch: Batch) -> dict[str, jax.Array]:
             "count": jnp.sum(batch["mask"])}
 
 
-def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(state: TrainState, batch: Batch, label_smoothing: float = 0.0) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on the masked mean cross-entropy of ``batch``."""
 
     def loss_fn(params):
         logits = state.apply_fn({"params": params}, batch["x"])
-        return cross_entropy(logits, batch["y"], batch["mask"]), logits
+        loss = cross_entropy(logits, batch["y"], batch["mask"], label_smoothing, batch.get("y_mix"), batch.get("mix"))
+        return loss, logits
 
     (_, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     return state.apply_gradients(grads=grads), _batch_sums(logits, batch)
@@ -230,11 +247,11 @@ def state_donation(platform: str) -> tuple[int, ...]:
     return () if platform == "cpu" else (0,)
 
 
-def jit_train_step(mesh: Mesh):
+def jit_train_step(mesh: Mesh, label_smoothing: float = 0.0):
     """``train_step`` jitted with the state replicated (and donated on accelerators), the batch
     sharded over ``batch``."""
     replicated, sharded = _shardings(mesh)
-    return jax.jit(train_step, in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
+    return jax.jit(functools.partial(train_step, label_smoothing=label_smoothing), in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
                    donate_argnums=state_donation(mesh.devices.flat[0].platform))
 
 
@@ -248,16 +265,72 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def batches(x: np.ndarray, y: np.ndarray, order: np.ndarray, batch_size: int,
-            rows: slice = slice(None)) -> Iterator[dict[str, np.ndarray]]:
+def batches(x: np.ndarray, y: np.ndarray, order: np.ndarray, batch_size: int, rows: slice = slice(None),
+            augment: Augmentation | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Fixed-size batches in ``order``; the last is filled with row ``order[0]`` under mask 0.
-    With ``rows``, only those rows of each batch (one process's share) are gathered."""
+    With ``rows``, only those rows of each batch (one process's share) are gathered; ``augment``
+    transforms them."""
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         mask = np.zeros(batch_size, np.float32)
         mask[:len(idx)] = 1
         idx = np.concatenate([idx, np.full(batch_size - len(idx), order[0])])[rows]
-        yield {"x": x[idx], "y": y[idx], "mask": mask[rows]}
+        batch = {"x": x[idx], "y": y[idx], "mask": mask[rows]}
+        yield batch if augment is None else augment(batch, rows)
+
+
+Augmentation = Callable[[dict, slice], dict]  # (this process's rows of a batch, which rows of it) -> batch
+
+
+def augmentation(config: TrainConfig, epoch: int, x: np.ndarray, y: np.ndarray) -> Augmentation | None:
+    """The random transforms of the training batches of ``epoch`` (None: none), drawn from (seed,
+    epoch) only, so resume replays them, and for the whole global batch, so every process draws
+    the same ones and gathers its own rows.
+
+    - mixup (``mixup`` > 0, Zhang et al. 2018): each series becomes ``m x + (1 - m) x'`` with a
+      random training series ``x'`` and ``m ~ Beta(mixup, mixup)``, and its loss
+      ``m CE(y) + (1 - m) CE(y')``;
+    - ``crop``: then a random window of ``crop_min_scale``-1 of the series stretched back to the
+      whole length (window slicing, Le Guennec et al. 2016).
+    """
+    if config.augment == "none" and config.mixup == 0:
+        return None
+    rng, size = np.random.default_rng([config.seed, epoch, 1]), config.batch_size
+
+    def augment(batch: dict, rows: slice) -> dict:
+        if config.mixup:
+            partner, mix = rng.integers(len(y), size=size)[rows], rng.beta(config.mixup, config.mixup, size)[rows]
+            weight = mix.astype(np.float32)[:, None, None]
+            batch = {**batch, "x": weight * batch["x"] + (1 - weight) * x[partner], "y_mix": y[partner],
+                     "mix": mix.astype(np.float32)}
+        if config.augment == "window":
+            length = batch["x"].shape[1]
+            width = window_length(length, config.crop_min_scale)
+            start = rng.integers(0, length - width + 1, size)[rows]
+            batch = {**batch, "x": batch["x"][np.arange(len(start))[:, None], start[:, None] + np.arange(width)]}
+        if config.augment == "crop":
+            scale = rng.uniform(config.crop_min_scale, 1.0, size)
+            start = rng.uniform(0.0, 1.0, size) * (1.0 - scale)
+            batch = {**batch, "x": resized_crop(batch["x"], start[rows], scale[rows])}
+        return batch
+
+    return augment
+
+
+def window_length(length: int, scale: float) -> int:
+    return max(1, math.ceil(scale * length))
+
+
+def resized_crop(x: np.ndarray, start: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Each series' window [start, start + scale) (fractions of its length) stretched back to the
+    whole length by linear interpolation: (B, L, C) -> (B, L, C)."""
+    n, length = x.shape[:2]
+    position = (start[:, None] + scale[:, None] * np.linspace(0.0, 1.0, length)) * (length - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, length - 1)
+    weight = (position - low)[..., None].astype(x.dtype)
+    rows = np.arange(n)[:, None]
+    return x[rows, low] * (1 - weight) + x[rows, high] * weight
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh, batch_size: int | None = None) -> Batch:
@@ -267,11 +340,12 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh, batch_size: int | None
     return {k: jax.make_array_from_process_local_data(sharding, v, (size, *v.shape[1:])) for k, v in batch.items()}
 
 
-def sharded_batches(x: np.ndarray, y: np.ndarray, order: np.ndarray, batch_size: int, mesh: Mesh) -> Iterator[Batch]:
+def sharded_batches(x: np.ndarray, y: np.ndarray, order: np.ndarray, batch_size: int, mesh: Mesh,
+                    augment: Augmentation | None = None) -> Iterator[Batch]:
     """``batches`` as global arrays: every process draws the same order (same data, same seed)
     and gathers only the rows its own devices hold."""
     rows = distributed.local_rows(_shardings(mesh)[1], batch_size)
-    for batch in batches(x, y, order, batch_size, rows):
+    for batch in batches(x, y, order, batch_size, rows, augment):
         yield shard_batch(batch, mesh, batch_size)
 
 
@@ -475,11 +549,11 @@ def plot_learning_curve(history: list[dict], path: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for split in ("train", "test"):
-        ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], label=split)
-        ax_acc.plot(epochs, [h[f"{split}_accuracy"] for h in history], label=split)
+    for split in ("train", "test"):  # test: the evaluated epochs (every eval_every)
+        rows = [h for h in history if f"{split}_loss" in h]
+        ax_loss.plot([h["epoch"] for h in rows], [h[f"{split}_loss"] for h in rows], label=split)
+        ax_acc.plot([h["epoch"] for h in rows], [h[f"{split}_accuracy"] for h in rows], label=split)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02), title="accuracy")
     for ax in (ax_loss, ax_acc):
@@ -507,7 +581,8 @@ def train_epoch(train_fn: Callable, state: TrainState, dataset: Dataset, config:
     """One pass over the training set in the order of (seed, epoch): (state, mean loss, accuracy)."""
     sums = []
     order = epoch_order(config.seed, epoch, len(dataset.y_train))
-    for batch in sharded_batches(dataset.x_train, dataset.y_train, order, config.batch_size, mesh):
+    augment = augmentation(config, epoch, dataset.x_train, dataset.y_train)
+    for batch in sharded_batches(dataset.x_train, dataset.y_train, order, config.batch_size, mesh, augment):
         state, batch_sums = train_fn(state, batch)
         sums.append(batch_sums)  # stays on device: no sync per step
     loss, accuracy, _ = _epoch_means(jax.device_get(sums))
@@ -572,8 +647,10 @@ def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = F
     state, compile_seconds = replicate(state, mesh), 0.0
     if start_epoch < config.epochs:  # compiled ahead of time, once: other shapes would raise, not retrace
         example = next(sharded_batches(dataset.x_train, dataset.y_train, np.arange(1), config.batch_size, mesh))
+        augmented = next(sharded_batches(dataset.x_train, dataset.y_train, np.arange(1), config.batch_size, mesh,
+                                         augmentation(config, 0, dataset.x_train, dataset.y_train)))
         start = time.perf_counter()
-        train_fn = jit_train_step(mesh).lower(state, example).compile()
+        train_fn = jit_train_step(mesh, config.label_smoothing).lower(state, augmented).compile()
         eval_fn = jit_eval_step(mesh).lower(state, example).compile()
         compile_seconds = time.perf_counter() - start
     schedule = make_schedule(config, steps_per_epoch)
@@ -586,17 +663,20 @@ def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = F
         if not math.isfinite(train_loss):
             raise TrainingError(f"the training loss is {train_loss} in epoch {epoch}: the run diverged (lr "
                                 f"{config.lr}, {config.optimizer}); lower --lr or use a warm-up schedule")
-        test = evaluate(eval_fn, state, dataset.x_test, dataset.y_test, config.batch_size, mesh)
         record = {"epoch": epoch, "step": epoch * steps_per_epoch, "lr": float(schedule(epoch * steps_per_epoch - 1)),
-                  "train_loss": train_loss, "train_accuracy": train_accuracy, "test_loss": test.loss,
-                  "test_accuracy": test.accuracy, "epoch_time_s": round(time.perf_counter() - start, 4),
-                  "step_time_ms": round(1e3 * train_seconds / steps_per_epoch, 3)}
+                  "train_loss": train_loss, "train_accuracy": train_accuracy}
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            test = evaluate(eval_fn, state, dataset.x_test, dataset.y_test, config.batch_size, mesh)
+            record.update(test_loss=test.loss, test_accuracy=test.accuracy)
+        record.update(epoch_time_s=round(time.perf_counter() - start, 4),
+                      step_time_ms=round(1e3 * train_seconds / steps_per_epoch, 3))
         history.append(record)
         if writer:
             append_text(os.path.join(run_dir, METRICS_FILE), json.dumps(record) + "\n")
         if epoch % config.ckpt_every == 0 or epoch == config.epochs:
             save_checkpoint(manager, epoch, state, history)
-        bar.set_postfix(loss=f"{train_loss:.4f}", train_acc=f"{train_accuracy:.3f}", test_acc=f"{test.accuracy:.3f}")
+        bar.set_postfix(loss=f"{train_loss:.4f}", train_acc=f"{train_accuracy:.3f}",
+                        **({"test_acc": f"{record['test_accuracy']:.3f}"} if "test_accuracy" in record else {}))
         bar.update(1)
     bar.close()
     manager.close()

@@ -1,0 +1,36 @@
+"""The default recipe: every setting of ``flax-resnet1d train`` a user leaves out.
+
+Chosen once for all data sets, from the training split's shape only (number of series,
+length, classes), never from test data; README "Training recipe" gives the measurements
+behind each choice. Framework-free, like ``plan``: the CLI and ``benchmarks/accuracy.py``
+read it, and ``config.json`` records what it chose.
+"""
+
+from __future__ import annotations
+
+import math
+
+# 3 stages (32, 64, 128 channels) of one bottleneck block, kernel 9: 234k parameters.
+MODEL = {"channel": 32, "layers": [1, 1, 1], "block": "bottleneck", "kernel_size": 9}
+BATCH_SIZE = 16
+STEP_BUDGET = 4000  # optimizer steps: epochs = STEP_BUDGET / steps per epoch
+MIN_EPOCHS = 20  # large training sets still get this many passes
+EVALUATIONS = 50  # test-set evaluations per run (and the last epoch): the learning curve's points
+CHECKPOINTS = 10  # checkpoints per run (and the last epoch)
+
+TRAINING = {"batch_size": BATCH_SIZE, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.1, "schedule": "cosine",
+            "augment": "crop", "crop_min_scale": 0.8, "label_smoothing": 0.1}
+
+
+def epochs_for(num_train: int, batch_size: int = BATCH_SIZE) -> int:
+    """Epochs that make about ``STEP_BUDGET`` steps over ``num_train`` series, at least ``MIN_EPOCHS``."""
+    return max(MIN_EPOCHS, math.ceil(STEP_BUDGET / math.ceil(num_train / batch_size)))
+
+
+def training(num_train: int, given: dict) -> dict:
+    """Training settings for a training split of ``num_train`` series: ``given`` (the user's
+    options, TrainConfig field names) over the recipe's."""
+    settings = {**TRAINING, **given}
+    epochs = given.get("epochs", epochs_for(num_train, settings["batch_size"]))
+    return {"epochs": epochs, "eval_every": max(1, epochs // EVALUATIONS), "ckpt_every": max(1, epochs // CHECKPOINTS),
+            **settings}

@@ -1,0 +1,117 @@
+"""The default recipe (``flax_resnet1d.recipe``) and its training pieces: resized crops, mixup,
+label smoothing, the step budget; and ``train`` with no tuning flag on small and odd data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from train_helpers import save_npz, synthetic_dataset, tiny_config
+
+from flax_resnet1d import cli, recipe, train
+
+
+def test_full_window_is_the_identity_and_windows_interpolate_linearly():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 17, 2)).astype(np.float32)
+    assert np.array_equal(train.resized_crop(x, np.zeros(3), np.ones(3)), x)
+    ramp = np.broadcast_to(np.arange(101, dtype=np.float64)[None, :, None], (2, 101, 1))
+    start, scale = np.array([0.1, 0.25]), np.array([0.8, 0.5])
+    # a ramp's window is a ramp from start*(L-1) to (start+scale)*(L-1)
+    expected = (start[:, None] + scale[:, None] * np.linspace(0, 1, 101)) * 100
+    np.testing.assert_allclose(train.resized_crop(ramp, start, scale)[..., 0], expected, rtol=0, atol=1e-12)
+
+
+def _augmented_batch(config, rows, process_rows=slice(None)):
+    dataset = synthetic_dataset(n_train=40, length=32)
+    order = train.epoch_order(config.seed, 3, len(dataset.y_train))
+    augment = train.augmentation(config, 3, dataset.x_train, dataset.y_train)
+    return list(train.batches(dataset.x_train, dataset.y_train, order, config.batch_size, process_rows, augment))[rows]
+
+
+@pytest.mark.parametrize("augment, mixup", [("crop", 0.0), ("none", 0.4), ("crop", 0.4)])
+def test_augmentation_is_replayable_and_the_same_whatever_the_process_split(augment, mixup):
+    config = tiny_config(synthetic_dataset(), augment=augment, mixup=mixup, crop_min_scale=0.6)
+    whole = _augmented_batch(config, slice(None))
+    again = _augmented_batch(config, slice(None))
+    halves = [_augmented_batch(config, slice(None), slice(i, i + 8)) for i in (0, 8)]
+    plain = _augmented_batch(dataclasses.replace(config, augment="none", mixup=0.0), slice(None))
+    for b, batch in enumerate(whole):
+        for key in batch:
+            assert np.array_equal(batch[key], again[b][key])  # (seed, epoch) alone fix it: resume replays it
+            assert np.array_equal(batch[key], np.concatenate([h[b][key] for h in halves]))  # two processes' rows
+        assert not np.allclose(batch["x"], plain[b]["x"])  # it does transform
+        assert np.array_equal(batch["y"], plain[b]["y"]) and ("mix" in batch) == (mixup > 0)
+
+
+def test_mixup_and_label_smoothing_match_torch_cross_entropy():
+    rng = np.random.default_rng(1)
+    logits, y, y_mix = rng.standard_normal((7, 5)), rng.integers(0, 5, 7), rng.integers(0, 5, 7)
+    mix, mask = rng.uniform(size=7), np.array([1, 1, 1, 1, 1, 0, 0], np.float64)
+    with jax.enable_x64(True):
+        ours = float(train.cross_entropy(jnp.asarray(logits), jnp.asarray(y), jnp.asarray(mask), 0.1,
+                                         jnp.asarray(y_mix), jnp.asarray(mix)))
+    t = torch.from_numpy(logits[:5])
+    per_row = [torch.nn.functional.cross_entropy(t, torch.from_numpy(labels[:5]), reduction="none",
+                                                 label_smoothing=0.1) for labels in (y, y_mix)]
+    reference = float(torch.mean(torch.from_numpy(mix[:5]) * per_row[0] + torch.from_numpy(1 - mix[:5]) * per_row[1]))
+    assert abs(ours - reference) <= 1e-14 * abs(reference)
+
+
+@pytest.mark.parametrize("num_train, epochs", [(4, 4000), (36, 1334), (200, 308), (8000, 20),
+                                               (10**6, recipe.MIN_EPOCHS)])
+def test_the_step_budget_sets_the_epochs(num_train, epochs):
+    settings = recipe.training(num_train, {})
+    assert settings["epochs"] == epochs
+    assert settings["eval_every"] == max(1, epochs // recipe.EVALUATIONS)
+    assert {k: settings[k] for k in recipe.TRAINING} == recipe.TRAINING
+
+
+def test_given_options_override_the_recipe():
+    settings = recipe.training(200, {"epochs": 7, "lr": 0.01, "ckpt_every": 3})
+    assert (settings["epochs"], settings["lr"], settings["ckpt_every"], settings["eval_every"]) == (7, 0.01, 3, 1)
+    assert settings["augment"] == recipe.TRAINING["augment"]
+
+
+ODD_DATA = {  # name: synthetic_dataset arguments
+    "2 examples per class": dict(n_train=6, n_test=6, classes=3, length=40, channels=1),
+    "52 classes": dict(n_train=156, n_test=52, classes=52, length=30, channels=1),
+    "length 24": dict(n_train=30, n_test=10, classes=2, length=24, channels=1),
+    "length 2100": dict(n_train=12, n_test=6, classes=2, length=2100, channels=1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_DATA))
+def test_train_with_the_recipe_on_odd_data(case, tmp_path, capsys):
+    """The recipe's settings apply as is (2 epochs of them: CI time); the last line keeps its form."""
+    dataset = synthetic_dataset(**ODD_DATA[case])
+    classes = ODD_DATA[case]["classes"]  # every class in training; 2 examples each for the first case
+    dataset = dataclasses.replace(dataset, y_train=np.arange(len(dataset.y_train), dtype=np.int32) % classes)
+    save_npz(dataset, tmp_path / "train.npz", tmp_path / "test.npz")
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", "--dataset", str(tmp_path / "train.npz"), "--test-data", str(tmp_path / "test.npz"),
+                     "--epochs", "2", "--no-progress", "--out", str(run_dir)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"test accuracy {train.read_metrics(run_dir)[-1]['test_accuracy']:.4f}" in last
+    config = train.load_config(run_dir)
+    assert {k: getattr(config, k) for k in recipe.TRAINING} == recipe.TRAINING
+    assert config.model.out_length == dataset.num_classes
+
+
+def test_unequal_class_counts_and_a_class_absent_from_training(tmp_path, capsys):
+    dataset = synthetic_dataset(n_train=30, n_test=12, classes=3)
+    y_train = np.array([0] * 20 + [1] * 8 + [2] * 2, np.int32)
+    save_npz(dataclasses.replace(dataset, y_train=y_train), tmp_path / "train.npz", tmp_path / "test.npz")
+    args = ["train", "--dataset", str(tmp_path / "train.npz"), "--test-data", str(tmp_path / "test.npz"),
+            "--epochs", "1", "--no-progress"]
+    assert cli.main([*args, "--out", str(tmp_path / "unequal")]) == 0
+    save_npz(dataclasses.replace(dataset, y_train=np.where(y_train == 2, 0, y_train).astype(np.int32)),
+             tmp_path / "train.npz", tmp_path / "test.npz")  # class 2 only in the test split
+    capsys.readouterr()
+    assert cli.main([*args, "--out", str(tmp_path / "absent")]) == 2
+    assert "test label 2 is out of range: the classes are 0..1 (a class absent from the training split" in \
+        capsys.readouterr().err

@@ -177,29 +177,30 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs-scale", type=float, default=1.0,
                         help="train this many times the recipe's epochs; filed under 'longer'")
+    parser.add_argument("--machine-note", default="", help="appended to the machine line, e.g. how it was shared")
     parser.add_argument("--report-only", action="store_true", help="rewrite the table and plot from the JSON")
     args = parser.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, "accuracy.json")
+    with tempfile.TemporaryDirectory() as scratch:
+        measured = [run(name, args.seeds, scratch, args.epochs_scale) for name in ([] if args.report_only else args.datasets)]
     stored = {"results": [], "longer": []}
-    if os.path.exists(path):  # keep what was measured earlier and not rerun now
+    if os.path.exists(path):  # keep what was measured earlier (or meanwhile, by another run) and not rerun now
         with open(path) as f:
             stored = {**stored, **json.load(f)}
     results = {r["dataset"]: r for r in stored["results"]}
     longer = {(r["dataset"], r["epochs"]): r for r in stored["longer"]}
-    with tempfile.TemporaryDirectory() as scratch:
-        for name in [] if args.report_only else args.datasets:
-            r = run(name, args.seeds, scratch, args.epochs_scale)
-            if args.epochs_scale == 1:
-                results[name] = r
-            else:
-                longer[name, r["epochs"]] = r
+    for r in measured:
+        if args.epochs_scale == 1:
+            results[r["dataset"]] = r
+        else:
+            longer[r["dataset"], r["epochs"]] = r
     order = {name: i for i, name in enumerate(data.ARCHIVE_DATASETS)}
     results = sorted(results.values(), key=lambda r: order[r["dataset"]])
     longer = sorted(longer.values(), key=lambda r: (order[r["dataset"]], r["epochs"]))
-    meta = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", "jax": jax.__version__,
+    meta = {"machine": f"{cpu_name()}, {os.cpu_count()} cores{args.machine_note}", "jax": jax.__version__,
             "seeds": sorted({run["seed"] for r in results for run in r["runs"]}), "model": recipe.MODEL,
-            "training": recipe.TRAINING, "step_budget": recipe.STEP_BUDGET, "min_epochs": recipe.MIN_EPOCHS,
+            "training": recipe.TRAINING, "epochs": recipe.EPOCHS, "max_steps": recipe.MAX_STEPS, "min_epochs": recipe.MIN_EPOCHS,
             "date": time.strftime("%Y-%m-%d")}
     text = markdown(results, longer, meta)
     with open(path, "w") as f:

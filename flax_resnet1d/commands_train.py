@@ -17,7 +17,7 @@ from .config import PRESETS, EncoderConfig, preset_config
 
 PRESET_KERNEL_SIZE = 3  # the MDNC presets' own
 TRAINING_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "warmup_epochs", "momentum",
-                    "weight_decay", "augment", "crop_min_scale", "label_smoothing", "seed", "dtype", "eval_every",
+                    "weight_decay", "augment", "shift", "label_smoothing", "seed", "dtype", "eval_every",
                     "ckpt_every", "keep")
 DATA_OPTIONS = ("dataset", "test_data", "test_fraction", "layout", "normalize")
 MODEL_OPTIONS = ("preset", "channel", "layers", "block", "kernel_size")
@@ -63,8 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--kernel-size", type=int, help="odd kernel; 1 disables down-sampling")
 
     t = p.add_argument_group("optimization")
-    t.add_argument("--epochs", type=int, help=f"default: about {recipe.STEP_BUDGET} steps "
-                                              f"(at least {recipe.MIN_EPOCHS} epochs)")
+    t.add_argument("--epochs", type=int, help=f"default {recipe.EPOCHS}, fewer if that makes more than "
+                                              f"{recipe.MAX_STEPS} steps (at least {recipe.MIN_EPOCHS})")
     t.add_argument("--batch-size", type=int, help=f"global batch, a multiple of the devices (default "
                                                    f"{default['batch_size']})")
     t.add_argument("--optimizer", choices=train.OPTIMIZERS, help=f"default {default['optimizer']}")
@@ -73,10 +73,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--warmup-epochs", type=int, help="linear warm-up from 0 for the warmup schedules")
     t.add_argument("--momentum", type=float, help=f"sgd momentum (default {default['momentum']})")
     t.add_argument("--weight-decay", type=float, help=f"adamw decoupled decay (default {default['weight_decay']})")
-    t.add_argument("--augment", choices=train.AUGMENTATIONS, help=f"crop: random resized crops of the training "
-                                                                  f"series (default {default['augment']})")
-    t.add_argument("--crop-min-scale", type=float, help=f"shortest crop, a fraction of the series (default "
-                                                        f"{default['crop_min_scale']})")
+    t.add_argument("--augment", choices=train.AUGMENTATIONS, help=f"shift: move each training series by a random "
+                                                                  f"number of steps (default {default['augment']})")
+    t.add_argument("--shift", type=float, help=f"largest shift, a fraction of the series length (default "
+                                               f"{default['shift']})")
     t.add_argument("--label-smoothing", type=float, help=f"default {default['label_smoothing']}")
     t.add_argument("--seed", type=int, help=f"parameter init and data order (default {default['seed']})")
     t.add_argument("--dtype", choices=tuple(train.DTYPES), help="compute dtype; parameters stay float32 (default "

@@ -1,9 +1,8 @@
 """The default recipe: every setting of ``flax-resnet1d train`` a user leaves out.
 
-Chosen once for all data sets, from the training split's shape only (number of series,
-length, classes), never from test data; README "Training recipe" gives the measurements
-behind each choice. Framework-free, like ``plan``: the CLI and ``benchmarks/accuracy.py``
-read it, and ``config.json`` records what it chose.
+Chosen once for all data sets, from the training split's size only, never from test data;
+README "Training recipe" gives the measurements behind each choice. Framework-free, like
+``plan``: the CLI and ``benchmarks/accuracy.py`` read it, and ``config.json`` records what it chose.
 """
 
 from __future__ import annotations
@@ -13,18 +12,20 @@ import math
 # 3 stages (32, 64, 128 channels) of one bottleneck block, kernel 9: 234k parameters.
 MODEL = {"channel": 32, "layers": [1, 1, 1], "block": "bottleneck", "kernel_size": 9}
 BATCH_SIZE = 16
-STEP_BUDGET = 4000  # optimizer steps: epochs = STEP_BUDGET / steps per epoch
-MIN_EPOCHS = 20  # large training sets still get this many passes
+EPOCHS = 300
+MAX_STEPS = 6000  # large training sets get fewer epochs...
+MIN_EPOCHS = 20  # ...but at least this many passes
 EVALUATIONS = 50  # test-set evaluations per run (and the last epoch): the learning curve's points
 CHECKPOINTS = 10  # checkpoints per run (and the last epoch)
 
 TRAINING = {"batch_size": BATCH_SIZE, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.1, "schedule": "cosine",
-            "augment": "crop", "crop_min_scale": 0.8, "label_smoothing": 0.1}
+            "augment": "shift", "shift": 0.1, "label_smoothing": 0.1}
 
 
 def epochs_for(num_train: int, batch_size: int = BATCH_SIZE) -> int:
-    """Epochs that make about ``STEP_BUDGET`` steps over ``num_train`` series, at least ``MIN_EPOCHS``."""
-    return max(MIN_EPOCHS, math.ceil(STEP_BUDGET / math.ceil(num_train / batch_size)))
+    """``EPOCHS``, or as many as fit in ``MAX_STEPS`` steps over ``num_train`` series (at least ``MIN_EPOCHS``)."""
+    steps_per_epoch = math.ceil(num_train / max(1, batch_size))  # a bad batch size is TrainConfig's error to raise
+    return max(MIN_EPOCHS, min(EPOCHS, MAX_STEPS // steps_per_epoch))
 
 
 def training(num_train: int, given: dict) -> dict:

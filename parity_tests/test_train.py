@@ -26,9 +26,9 @@ def dataset():
 
 def _counting(fn, counts):
     @functools.wraps(fn)
-    def traced(*args):
+    def traced(*args, **kwargs):
         counts[fn.__name__] = counts.get(fn.__name__, 0) + 1  # runs only while tracing
-        return fn(*args)
+        return fn(*args, **kwargs)
 
     return traced
 

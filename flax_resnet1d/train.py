@@ -184,8 +184,11 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array, label_s
     """Mean softmax cross-entropy over the rows with ``mask`` 1 (as torch's F.cross_entropy,
     ``label_smoothing`` included)."""
     logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), label_smoothing)
-    losses = optax.softmax_cross_entropy(logits, targets)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    if label_smoothing:  # targets (1 - e) one_hot + e / K, from the integer labels: a one-hot made the
+        # spec model's B=32 float32 step 24% slower on XLA:CPU (237 vs 190 ms)
+        uniform = jax.nn.logsumexp(logits, axis=-1) - jnp.mean(logits, axis=-1)  # mean over k of -log p_k
+        losses = (1 - label_smoothing) * losses + label_smoothing * uniform
     return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1)
 
 

@@ -103,11 +103,9 @@ class TrainConfig:
         if self.seed >= 2**32:  # numpy's and JAX's seeds
             raise TrainingError(f"seed must be below 2**32, got {self.seed}")
         for name, value, high in (("momentum", self.momentum, 1), ("weight_decay", self.weight_decay, math.inf),
-                                  ("label_smoothing", self.label_smoothing, 1)):
+                                  ("label_smoothing", self.label_smoothing, 1), ("shift", self.shift, 1)):
             if not (math.isfinite(value) and 0 <= value < high):
                 raise TrainingError(f"{name} must be a finite number in [0, {high}), got {value}")
-        if not 0 <= self.shift < 1:
-            raise TrainingError(f"shift must be in [0, 1), got {self.shift}")
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
                                      ("dtype", self.dtype, tuple(DTYPES)), ("augment", self.augment, AUGMENTATIONS)):
             if value not in choices:

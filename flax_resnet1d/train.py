@@ -283,8 +283,10 @@ def augmentation(config: TrainConfig, epoch: int) -> Augmentation | None:
     same and takes its own rows.
 
     ``shift``: each series moves by a random whole number of steps, at most ``shift`` of its
-    length either way, zero-filled (the mean of normalized data). Its length, frequencies and
-    amplitudes stay as they are, so the step compiles once and evaluation sees what training saw.
+    length either way, the vacated steps repeating the series' first or last value (zeros would
+    put a level step into it: ItalyPowerDemand lost 0.6 points to zero-filling). Its length,
+    frequencies and amplitudes stay as they are, so the step compiles once and evaluation sees
+    what training saw.
     """
     if config.augment == "none":
         return None
@@ -298,11 +300,11 @@ def augmentation(config: TrainConfig, epoch: int) -> Augmentation | None:
 
 
 def shifted(x: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """(B, L, C) series each moved ``shift[b]`` steps later (earlier if negative), zero-filled."""
+    """(B, L, C) series each moved ``shift[b]`` steps later (earlier if negative), the vacated
+    steps holding the series' first (last) value."""
     length = x.shape[1]
-    source = np.arange(length)[None, :] - shift[:, None]
-    inside = ((source >= 0) & (source < length))[..., None]
-    return np.where(inside, x[np.arange(len(shift))[:, None], np.clip(source, 0, length - 1)], 0).astype(x.dtype)
+    source = np.clip(np.arange(length)[None, :] - shift[:, None], 0, length - 1)
+    return x[np.arange(len(shift))[:, None], source]
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh, batch_size: int | None = None) -> Batch:

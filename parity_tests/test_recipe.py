@@ -40,10 +40,10 @@ def test_shifts_are_replayable_and_the_same_whatever_the_process_split():
     assert len(shifts) > 8  # they move, both ways
 
 
-def test_shifted_moves_and_zero_fills():
+def test_shifted_moves_and_repeats_the_edge_values():
     x = np.arange(1, 6, dtype=np.float32)[None, :, None].repeat(3, axis=0)  # 1..5, three rows
     out = train.shifted(x, np.array([2, -1, 0]))[..., 0]
-    assert np.array_equal(out, [[0, 0, 1, 2, 3], [2, 3, 4, 5, 0], [1, 2, 3, 4, 5]])
+    assert out.dtype == x.dtype and np.array_equal(out, [[1, 1, 1, 2, 3], [2, 3, 4, 5, 5], [1, 2, 3, 4, 5]])
 
 
 def test_label_smoothing_matches_torch_cross_entropy():

@@ -12,9 +12,10 @@ Normalization (``NORMALIZATIONS``; statistics are population ones, ddof=0):
   the differences in level and amplitude between series, which the multivariate sets carry
   their classes in (BasicMotions: standing vs running; JapaneseVowels: speakers); their default.
 - ``none``.
-Variable-length sets (JapaneseVowels, PickupGestureWiimoteZ) are normalized from their real
-steps only, then zero-padded at the end to the longest series of the data set (train and test
-together); after normalization, 0 is the mean. ``Dataset.pad_to`` zero-pads at the end up to a
+Variable-length sets (JapaneseVowels, PickupGestureWiimoteZ) have every series resampled
+(linear interpolation, first and last steps kept) to the longest series of the data set (train
+and test together) before normalization, as Ismail Fawaz et al. do for their multivariate sets:
+zero-padding instead left JapaneseVowels 1 point lower. ``Dataset.pad_to`` zero-pads at the end up to a
 network's minimum input length (ItalyPowerDemand has 24 steps; a 5-stage kernel-3 network
 needs 33).
 
@@ -210,14 +211,15 @@ def load_archive(name: str, normalize: str | None = None) -> Dataset:
     if splits["TEST"][2] != classes:
         raise DataError(f"{name}: TRAIN and TEST files declare different classes {classes} vs {splits['TEST'][2]}")
     index = {c: i for i, c in enumerate(classes)}
-    normalization = Normalization.fit(normalize or default_normalization(name), splits["TRAIN"][0])
     length = max(len(s) for series, _, _ in splits.values() for s in series)
+    splits = {split: ([resampled(s, length) for s in series], y, c) for split, (series, y, c) in splits.items()}
+    normalization = Normalization.fit(normalize or default_normalization(name), splits["TRAIN"][0])
     arrays = []
     for series, y, _ in splits.values():
         unknown = sorted(set(y) - set(index))
         if unknown:
             raise DataError(f"{name}: labels {unknown} are not among the declared classes {classes}")
-        arrays += [_stack_padded([normalization(s) for s in series], length),
+        arrays += [np.stack([normalization(s) for s in series]).astype(np.float32),
                    np.array([index[label] for label in y], np.int32)]
     absent = sorted(set(classes) - set(splits["TRAIN"][1]))
     if absent:
@@ -225,12 +227,12 @@ def load_archive(name: str, normalize: str | None = None) -> Dataset:
     return Dataset(name, *arrays, classes=classes, normalization=normalization)
 
 
-def _stack_padded(series: Sequence[np.ndarray], length: int) -> np.ndarray:
-    """(L_i, C) series -> (N, length, C) float32, zero-padded at the end."""
-    out = np.zeros((len(series), length, series[0].shape[1]), np.float32)
-    for i, s in enumerate(series):
-        out[i, :len(s)] = s
-    return out
+def resampled(series: np.ndarray, length: int) -> np.ndarray:
+    """An (L_i, C) series linearly interpolated to (length, C), its first and last steps kept."""
+    if len(series) == length:
+        return series
+    steps = np.linspace(0, len(series) - 1, length)
+    return np.stack([np.interp(steps, np.arange(len(series)), channel) for channel in series.T], axis=1)
 
 
 def znormalize(x: np.ndarray, axis: int) -> np.ndarray:

@@ -44,30 +44,25 @@ def test_archive_sets_load_offline(name, offline):
     assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
     assert ds.num_classes == classes == len(set(ds.y_train)) and set(ds.y_test) <= set(range(classes))
     assert ds.normalization.how == ("channel" if channels > 1 else "series")
-    valid = {}
     for split, x in (("train", ds.x_train), ("test", ds.x_test)):
         assert np.isfinite(x).all()
-        lengths = _valid_lengths(x) if name in VARIABLE_LENGTH else np.full(len(x), length)
-        for series, n in zip(x, lengths):
-            assert np.all(series[n:] == 0)  # zero-padded at the end
-            if ds.normalization.how == "series":  # z-normalized per series and channel over its own steps
-                np.testing.assert_allclose(series[:n].mean(axis=0), 0, atol=1e-5)
-                std = series[:n].std(axis=0)
-                assert np.all((np.abs(std - 1) < 1e-4) | (std == 0))
-        valid[split] = np.concatenate([series[:n] for series, n in zip(x, lengths)])
+        if name in VARIABLE_LENGTH:  # resampled to the longest series, not zero-padded
+            assert np.all(np.any(x[:, -1] != 0, axis=-1))
+        if ds.normalization.how == "series":  # z-normalized per series and channel over its own steps
+            np.testing.assert_allclose(x.mean(axis=1), 0, atol=1e-5)
+            std = x.std(axis=1)
+            assert np.all((np.abs(std - 1) < 1e-4) | (std == 0))
     if ds.normalization.how == "channel":  # standardized with the training steps' statistics
-        np.testing.assert_allclose(valid["train"].mean(axis=0), 0, atol=1e-5)
-        np.testing.assert_allclose(valid["train"].std(axis=0), 1, atol=1e-4)
-        assert np.abs(valid["test"].std(axis=0) - 1).max() > 1e-3  # test statistics are not forced
-    if name in VARIABLE_LENGTH:
-        lengths = np.concatenate([_valid_lengths(ds.x_train), _valid_lengths(ds.x_test)])
-        assert lengths.min() < length == lengths.max()
+        np.testing.assert_allclose(ds.x_train.mean(axis=(0, 1)), 0, atol=1e-5)
+        np.testing.assert_allclose(ds.x_train.std(axis=(0, 1)), 1, atol=1e-4)
 
 
-def _valid_lengths(x: np.ndarray) -> np.ndarray:
-    """Steps before the zero padding (a z-normalized series is not all zeros at its last step)."""
-    nonzero = np.any(x != 0, axis=2)
-    return np.array([np.flatnonzero(row).max() + 1 for row in nonzero])
+def test_resampled_interpolates_between_the_kept_end_steps():
+    ramp = np.stack([np.arange(5.0), 10 - 2 * np.arange(5.0)], axis=1)  # (5, 2), linear in time
+    out = data.resampled(ramp, 9)
+    np.testing.assert_allclose(out, np.stack([np.arange(9) / 2, 10 - np.arange(9.0)], axis=1), atol=1e-12)
+    assert data.resampled(ramp, 5) is ramp
+    np.testing.assert_array_equal(data.resampled(np.array([[3.0]]), 4), [[3.0]] * 4)  # one step: held
 
 
 def test_labels_follow_the_archive_header_order():

@@ -17,7 +17,7 @@ from .config import PRESETS, EncoderConfig, preset_config
 
 PRESET_KERNEL_SIZE = 3  # the MDNC presets' own
 TRAINING_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "warmup_epochs", "momentum",
-                    "weight_decay", "augment", "shift", "label_smoothing", "seed", "dtype", "eval_every",
+                    "weight_decay", "augment", "shift", "augment_fraction", "label_smoothing", "seed", "dtype", "eval_every",
                     "ckpt_every", "keep")
 DATA_OPTIONS = ("dataset", "test_data", "test_fraction", "layout", "normalize")
 MODEL_OPTIONS = ("preset", "channel", "layers", "block", "kernel_size")
@@ -77,6 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                                   f"number of steps (default {default['augment']})")
     t.add_argument("--shift", type=float, help=f"largest shift, a fraction of the series length (default "
                                                f"{default['shift']})")
+    t.add_argument("--augment-fraction", type=float, help=f"augment only this first fraction of the epochs (default "
+                                                          f"{default['augment_fraction']})")
     t.add_argument("--label-smoothing", type=float, help=f"default {default['label_smoothing']}")
     t.add_argument("--seed", type=int, help=f"parameter init and data order (default {default['seed']})")
     t.add_argument("--dtype", choices=tuple(train.DTYPES), help="compute dtype; parameters stay float32 (default "

@@ -12,9 +12,10 @@ Normalization (``NORMALIZATIONS``; statistics are population ones, ddof=0):
   the differences in level and amplitude between series, which the multivariate sets carry
   their classes in (BasicMotions: standing vs running; JapaneseVowels: speakers); their default.
 - ``none``.
-Variable-length sets (JapaneseVowels, PickupGestureWiimoteZ) have every series resampled
-(linear interpolation, first and last steps kept) to the longest series of the data set (train
-and test together) before normalization, as Ismail Fawaz et al. do for their multivariate sets:
+Variable-length sets (JapaneseVowels, PickupGestureWiimoteZ) are normalized over their observed
+steps (interpolated steps would weigh the short series more in the statistics), then every series
+is resampled (linear interpolation, first and last steps kept) to the longest series of the data
+set (train and test together), as Ismail Fawaz et al. do for their multivariate sets:
 zero-padding instead left JapaneseVowels 1 point lower. ``Dataset.pad_to`` zero-pads at the end up to a
 network's minimum input length (ItalyPowerDemand has 24 steps; a 5-stage kernel-3 network
 needs 33).
@@ -212,14 +213,13 @@ def load_archive(name: str, normalize: str | None = None) -> Dataset:
         raise DataError(f"{name}: TRAIN and TEST files declare different classes {classes} vs {splits['TEST'][2]}")
     index = {c: i for i, c in enumerate(classes)}
     length = max(len(s) for series, _, _ in splits.values() for s in series)
-    splits = {split: ([resampled(s, length) for s in series], y, c) for split, (series, y, c) in splits.items()}
     normalization = Normalization.fit(normalize or default_normalization(name), splits["TRAIN"][0])
     arrays = []
     for series, y, _ in splits.values():
         unknown = sorted(set(y) - set(index))
         if unknown:
             raise DataError(f"{name}: labels {unknown} are not among the declared classes {classes}")
-        arrays += [np.stack([normalization(s) for s in series]).astype(np.float32),
+        arrays += [np.stack([resampled(normalization(s), length) for s in series]).astype(np.float32),
                    np.array([index[label] for label in y], np.int32)]
     absent = sorted(set(classes) - set(splits["TRAIN"][1]))
     if absent:

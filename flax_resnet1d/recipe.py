@@ -19,7 +19,7 @@ EVALUATIONS = 50  # test-set evaluations per run (and the last epoch): the learn
 CHECKPOINTS = 10  # checkpoints per run (and the last epoch)
 
 TRAINING = {"batch_size": BATCH_SIZE, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.1, "schedule": "cosine",
-            "augment": "shift", "shift": 0.1, "label_smoothing": 0.1}
+            "augment": "shift", "shift": 0.1, "augment_fraction": 0.7, "label_smoothing": 0.1}
 
 
 def epochs_for(num_train: int, batch_size: int = BATCH_SIZE) -> int:

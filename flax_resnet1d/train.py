@@ -90,6 +90,7 @@ class TrainConfig:
     eval_every: int = 1
     augment: str = "none"
     shift: float = 0.1
+    augment_fraction: float = 1.0  # the first ``ceil(augment_fraction * epochs)`` epochs are augmented
     label_smoothing: float = 0.0
 
     def __post_init__(self):
@@ -106,6 +107,8 @@ class TrainConfig:
                                   ("label_smoothing", self.label_smoothing, 1), ("shift", self.shift, 1)):
             if not (math.isfinite(value) and 0 <= value < high):
                 raise TrainingError(f"{name} must be a finite number in [0, {high}), got {value}")
+        if not (math.isfinite(self.augment_fraction) and 0 < self.augment_fraction <= 1):
+            raise TrainingError(f"augment_fraction must be a finite number in (0, 1], got {self.augment_fraction}")
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
                                      ("dtype", self.dtype, tuple(DTYPES)), ("augment", self.augment, AUGMENTATIONS)):
             if value not in choices:
@@ -287,8 +290,11 @@ def augmentation(config: TrainConfig, epoch: int) -> Augmentation | None:
     put a level step into it: ItalyPowerDemand lost 0.6 points to zero-filling). Its length,
     frequencies and amplitudes stay as they are, so the step compiles once and evaluation sees
     what training saw.
+
+    Only the first ``augment_fraction`` of the epochs are augmented; the rest, at the low end of
+    the schedule, fit the series as they are.
     """
-    if config.augment == "none":
+    if config.augment == "none" or epoch > augmented_epochs(config):
         return None
     rng = np.random.default_rng([config.seed, epoch, 1])
 
@@ -297,6 +303,10 @@ def augmentation(config: TrainConfig, epoch: int) -> Augmentation | None:
         return {**batch, "x": shifted(batch["x"], rng.integers(-reach, reach + 1, config.batch_size)[rows])}
 
     return augment
+
+
+def augmented_epochs(config: TrainConfig) -> int:
+    return math.ceil(round(config.augment_fraction * config.epochs, 9))  # 0.07 * 100 is 7.000000000000001
 
 
 def shifted(x: np.ndarray, shift: np.ndarray) -> np.ndarray:

@@ -3,9 +3,11 @@ user's .npz arrays with their errors."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 
+import aeon.datasets
 import numpy as np
 import pytest
 
@@ -46,15 +48,35 @@ def test_archive_sets_load_offline(name, offline):
     assert ds.normalization.how == ("channel" if channels > 1 else "series")
     for split, x in (("train", ds.x_train), ("test", ds.x_test)):
         assert np.isfinite(x).all()
-        if name in VARIABLE_LENGTH:  # resampled to the longest series, not zero-padded
-            assert np.all(np.any(x[:, -1] != 0, axis=-1))
-        if ds.normalization.how == "series":  # z-normalized per series and channel over its own steps
+        if ds.normalization.how == "series" and name not in VARIABLE_LENGTH:  # per series and channel
             np.testing.assert_allclose(x.mean(axis=1), 0, atol=1e-5)
             std = x.std(axis=1)
             assert np.all((np.abs(std - 1) < 1e-4) | (std == 0))
-    if ds.normalization.how == "channel":  # standardized with the training steps' statistics
+    if ds.normalization.how == "channel" and name not in VARIABLE_LENGTH:  # with the training steps' statistics
         np.testing.assert_allclose(ds.x_train.mean(axis=(0, 1)), 0, atol=1e-5)
         np.testing.assert_allclose(ds.x_train.std(axis=(0, 1)), 1, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", VARIABLE_LENGTH)
+def test_variable_length_series_are_normalized_over_their_observed_steps_then_resampled(name):
+    ds = data.load_archive(name)
+    raw = {}
+    for split in ("TRAIN", "TEST"):
+        path = os.path.join(os.path.dirname(aeon.datasets.__file__), "data", name, f"{name}_{split}.ts")
+        raw[split] = [np.asarray(s, np.float64).T for s in aeon.datasets.load_from_ts_file(path)[0]]
+    assert len({len(s) for s in raw["TRAIN"]}) > 1  # the set does vary in length
+    observed = np.concatenate(raw["TRAIN"])
+    if ds.normalization.how == "channel":  # statistics of the observed training steps, not of interpolated ones
+        np.testing.assert_allclose(ds.normalization.mean, observed.mean(axis=0), rtol=1e-12)
+        np.testing.assert_allclose(ds.normalization.std, observed.std(axis=0), rtol=1e-12)
+    for x, series in ((ds.x_train, raw["TRAIN"]), (ds.x_test, raw["TEST"])):
+        for i in (0, int(np.argmin([len(s) for s in series]))):  # the shortest is stretched the most
+            s = series[i]
+            mean, std = (s.mean(axis=0), s.std(axis=0)) if ds.normalization.how == "series" else (
+                ds.normalization.mean, ds.normalization.std)
+            expected = np.stack([np.interp(np.linspace(0, len(s) - 1, ds.length), np.arange(len(s)), c)
+                                 for c in ((s - mean) / std).T], axis=1)
+            np.testing.assert_allclose(x[i], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_resampled_interpolates_between_the_kept_end_steps():

@@ -46,6 +46,17 @@ def test_shifted_moves_and_repeats_the_edge_values():
     assert out.dtype == x.dtype and np.array_equal(out, [[1, 1, 1, 2, 3], [2, 3, 4, 5, 5], [1, 2, 3, 4, 5]])
 
 
+@pytest.mark.parametrize("fraction, augmented", [(1.0, 6), (0.5, 3), (0.4, 3), (0.01, 1)])
+def test_only_the_first_augment_fraction_of_the_epochs_is_augmented(fraction, augmented):
+    dataset = synthetic_dataset(n_train=40, length=32)
+    config = tiny_config(dataset, augment="shift", shift=0.25, augment_fraction=fraction)
+    plain = dataclasses.replace(config, augment="none")
+    moved = [not all(np.array_equal(b["x"], p["x"]) for b, p in
+                     zip(_epoch_batches(config, dataset, epoch=e), _epoch_batches(plain, dataset, epoch=e)))
+             for e in range(1, config.epochs + 1)]
+    assert moved == [e <= augmented for e in range(1, config.epochs + 1)]
+
+
 def test_label_smoothing_matches_torch_cross_entropy():
     rng = np.random.default_rng(1)
     logits, y = rng.standard_normal((7, 5)), rng.integers(0, 5, 7)

@@ -309,6 +309,7 @@ BAD_SETTINGS = [
     (["--seed", str(2**40)], r"seed must be below 2\*\*32"),
     (["--momentum", "1.5", "--optimizer", "sgd"], r"momentum must be a finite number in \[0, 1\), got 1.5"),
     (["--weight-decay", "-1"], r"weight_decay must be a finite number"),
+    (["--augment-fraction", "0"], r"augment_fraction must be a finite number in \(0, 1\], got 0.0"),
     (["--warmup-epochs", "-2"], r"warmup_epochs must be at least 0"),
     (["--epochs", "x"], r"argument --epochs: invalid int value: 'x' \(see flax-resnet1d train --help\)"),
     (["--test-fraction", "nan"], r"test fraction must be between 0 and 1, got nan"),

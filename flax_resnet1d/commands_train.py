@@ -17,8 +17,8 @@ from .config import PRESETS, EncoderConfig, preset_config
 
 PRESET_KERNEL_SIZE = 3  # the MDNC presets' own
 TRAINING_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "warmup_epochs", "momentum",
-                    "weight_decay", "augment", "shift", "augment_fraction", "label_smoothing", "seed", "dtype", "eval_every",
-                    "ckpt_every", "keep")
+                    "weight_decay", "augment", "shift", "augment_fraction", "label_smoothing", "seed", "dtype",
+                    "eval_every", "ckpt_every", "keep")
 DATA_OPTIONS = ("dataset", "test_data", "test_fraction", "layout", "normalize")
 MODEL_OPTIONS = ("preset", "channel", "layers", "block", "kernel_size")
 TORCH_CHECK_TOLERANCE = 1e-5  # max|torch - jax| / max|jax| of the float32 logits

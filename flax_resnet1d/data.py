@@ -17,8 +17,8 @@ steps (interpolated steps would weigh the short series more in the statistics), 
 is resampled (linear interpolation, first and last steps kept) to the longest series of the data
 set (train and test together), as Ismail Fawaz et al. do for their multivariate sets:
 zero-padding instead left JapaneseVowels 0.7 points lower (98.0, 2 seeds). ``Dataset.pad_to``
-zero-pads at the end up to a network's minimum input length (ItalyPowerDemand has 24 steps; a 5-stage kernel-3 network
-needs 33).
+zero-pads at the end up to a network's minimum input length (ItalyPowerDemand has 24 steps; a
+5-stage kernel-3 network needs 33).
 
 The archive files are read from the installed ``aeon`` package (``aeon/datasets/data``) with
 ``aeon.datasets.load_from_ts_file``, a plain file reader: nothing is downloaded.

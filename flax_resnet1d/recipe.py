@@ -12,8 +12,8 @@ import math
 # 3 stages (32, 64, 128 channels) of one bottleneck block, kernel 9: 234k parameters.
 MODEL = {"channel": 32, "layers": [1, 1, 1], "block": "bottleneck", "kernel_size": 9}
 BATCH_SIZE = 16
-EPOCHS = 300
-MAX_STEPS = 6000  # large training sets get fewer epochs...
+EPOCHS = 600
+MAX_STEPS = 12000  # large training sets get fewer epochs...
 MIN_EPOCHS = 20  # ...but at least this many passes
 EVALUATIONS = 50  # test-set evaluations per run (and the last epoch): the learning curve's points
 CHECKPOINTS = 10  # checkpoints per run (and the last epoch)

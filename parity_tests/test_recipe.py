@@ -68,7 +68,7 @@ def test_label_smoothing_matches_torch_cross_entropy():
     assert abs(ours - reference) <= 1e-14 * abs(reference)
 
 
-@pytest.mark.parametrize("num_train, epochs", [(4, 300), (200, 300), (1000, 95), (8000, 20),
+@pytest.mark.parametrize("num_train, epochs", [(4, 600), (200, 600), (1000, 190), (8000, 24),
                                                (10**6, recipe.MIN_EPOCHS)])
 def test_the_step_budget_sets_the_epochs(num_train, epochs):
     settings = recipe.training(num_train, {})

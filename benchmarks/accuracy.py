@@ -203,10 +203,9 @@ def main() -> None:
             "training": recipe.TRAINING, "epochs": recipe.EPOCHS, "max_steps": recipe.MAX_STEPS, "min_epochs": recipe.MIN_EPOCHS,
             "date": time.strftime("%Y-%m-%d")}
     text = markdown(results, longer, meta)
-    with open(path, "w") as f:
-        json.dump({"meta": meta, "results": results, "longer": longer}, f, indent=1)
-    with open(os.path.join(RESULTS, "accuracy.md"), "w") as f:
-        f.write(text)
+    # Through temporaries: a kill mid-write must not lose the stored runs the next invocation merges with.
+    train.atomic_write_text(path, json.dumps({"meta": meta, "results": results, "longer": longer}, indent=1))
+    train.atomic_write_text(os.path.join(RESULTS, "accuracy.md"), text)
     plot(results, os.path.join(RESULTS, "accuracy.png"))
     print(text)
 

@@ -399,9 +399,11 @@ def test_verify_passes_a_freshly_initialised_preset_with_default_options(tmp_pat
 
 
 def test_scaled_float32_tolerance_still_fails_a_broken_port():
-    """The issue's case, a fresh encnet62 at verify's default length: PyTorch's own float32 input
-    gradient is 1.2e-2 away from its float64 one (Flax's: 3e-6), so the fixed bound cannot hold.
-    The scaled bound passes the real port and fails the same port with a float32-only error."""
+    """The issue's case, a fresh encnet62 at verify's default length: on the Zen 4 EPYC PyTorch's own
+    float32 input gradient is 1.2e-2 away from its float64 one (Flax's: 3e-6), so the fixed bound
+    cannot hold there; on a Zen 3 (no AVX-512) torch's kernels round less and it does, so that
+    precondition is not asserted. The scaled bound passes the real port and fails the same port
+    with a float32-only error, on every machine."""
     config = preset_config("encnet62")
     state_dict = {k: v.astype(np.float64) for k, v in _fresh_state_dict(config, 0).items()}
     rng = np.random.default_rng(0)
@@ -410,7 +412,6 @@ def test_scaled_float32_tolerance_still_fails_a_broken_port():
     ours = parity.flax_outputs(state_dict, config, x, cotangent, "float32")
     rows = parity.compare(ours, ref32, "float32", exact=ref64)
     assert all(r.passed for r in rows), rows
-    assert not all(r.passed for r in parity.compare(ours, ref32, "float32")), "the fixed bounds hold here"
     broken = parity.Outputs(ours.y, ours.grad_x + 0.05 * np.abs(ours.grad_x).max() * rng.standard_normal(x.shape),
                             ours.grads)
     failed = [r.quantity for r in parity.compare(broken, ref32, "float32", exact=ref64) if not r.passed]

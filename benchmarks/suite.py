@@ -631,7 +631,7 @@ def _targets_markdown(results: dict) -> list[str]:
     return lines + [""]
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -657,21 +657,16 @@ def plot(results: dict, path: Path) -> None:
         ax.set_title(f"{title}: {results['machine']}")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    train.save_figure(fig, path, dpi=110)
 
 
 def write_results(results: dict, out_dir: Path) -> None:
     """JSON, markdown and PNG, each written to a temporary name and renamed into place."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / results["machine"]
-    outputs = {".json": lambda p: p.write_text(json.dumps(results, indent=1) + "\n"),
-               ".md": lambda p: p.write_text(markdown(results)),
-               ".png": lambda p: plot(results, p)}
-    for suffix, write in outputs.items():
-        tmp = stem.with_name(stem.name + ".tmp" + suffix)
-        write(tmp)
-        os.replace(tmp, stem.with_name(stem.name + suffix))
+    train.atomic_write_text(f"{stem}.json", json.dumps(results, indent=1) + "\n")
+    train.atomic_write_text(f"{stem}.md", markdown(results))
+    plot(results, f"{stem}.png")
 
 
 def run_for_gpu_suite(out_dir: Path, gpu: bool, smoke: bool, log: Callable[[str], None]) -> tuple[dict, str]:

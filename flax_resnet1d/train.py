@@ -20,6 +20,7 @@ A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch),
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -387,17 +388,36 @@ def model_inputs(dataset: Dataset, model: EncoderConfig) -> Dataset:
 
 # -- run directory: config, metrics, checkpoints ------------------------------------------------------
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Write through a temporary beside ``path``; an OSError names ``path``, never the temporary."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+@contextlib.contextmanager
+def replaced_when_written(path: str, suffix: str = "") -> Iterator[str]:
+    """Yield a temporary beside ``path`` that replaces it once the body returns, so a kill or an
+    error never leaves a half-written ``path``; an OSError names ``path``, never the temporary.
+    ``suffix`` keeps the extension for writers that infer the format from it."""
+    tmp = f"{path}.tmp-{os.getpid()}{suffix}"
     try:
         with checkpoint_io.errors_named(path, tmp):
-            checkpoint_io.write_file(tmp, text.encode())
+            yield tmp
             os.replace(tmp, path)
-    except OSError:
+    except BaseException:  # an interrupt too: no temporary is left behind
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    with replaced_when_written(path) as tmp:
+        checkpoint_io.write_file(tmp, text.encode())
+
+
+def save_figure(fig, path: str, dpi: int) -> None:
+    """Save a matplotlib figure through a temporary, then close it (closed on failure too)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with replaced_when_written(path, os.path.splitext(path)[1]) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
 
 
 def append_text(path: str, text: str) -> None:
@@ -545,17 +565,7 @@ def plot_learning_curve(history: list[dict], path: str, title: str) -> None:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    try:
-        with checkpoint_io.errors_named(path, tmp):
-            fig.savefig(tmp, dpi=100)
-            os.replace(tmp, path)
-    except OSError:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 # -- the loop ----------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from checkpoint_helpers import SMALL_CONFIG, leftovers, small_state_dict, write_
 from train_helpers import save_npz, synthetic_dataset
 
 import torch_ref
-from flax_resnet1d import checkpoint_io, cli, parity
+from flax_resnet1d import checkpoint_io, cli, parity, train
 from flax_resnet1d.config import EncoderConfig, preset_config
 
 TINY_MODEL = ["--channel", "4", "--layers", "1", "1", "--block", "plain", "--kernel-size", "3", "--batch-size", "8",
@@ -399,23 +399,69 @@ def test_verify_passes_a_freshly_initialised_preset_with_default_options(tmp_pat
 
 
 def test_scaled_float32_tolerance_still_fails_a_broken_port():
-    """The issue's case, a fresh encnet62 at verify's default length: on the Zen 4 EPYC PyTorch's own
+    """The issue's case, a fresh encnet62 at verify's default length. On the Zen 4 EPYC PyTorch's own
     float32 input gradient is 1.2e-2 away from its float64 one (Flax's: 3e-6), so the fixed bound
-    cannot hold there; on a Zen 3 (no AVX-512) torch's kernels round less and it does, so that
-    precondition is not asserted. The scaled bound passes the real port and fails the same port
-    with a float32-only error, on every machine."""
+    cannot hold there; other CPUs round less. The premise is therefore built, not measured: a
+    reference whose input gradient is a known 2e-3 off fails the fixed bound and passes the scaled
+    one. On every machine the scaled bound passes the real port against the real reference and
+    fails the same port with a float32-only error."""
     config = preset_config("encnet62")
     state_dict = {k: v.astype(np.float64) for k, v in _fresh_state_dict(config, 0).items()}
     rng = np.random.default_rng(0)
     x, cotangent = rng.standard_normal((2, 1, 256)), rng.normal(size=(2, 2))
     ref32, ref64 = (parity.torch_outputs(state_dict, config, x, cotangent, d) for d in ("float32", "float64"))
     ours = parity.flax_outputs(state_dict, config, x, cotangent, "float32")
-    rows = parity.compare(ours, ref32, "float32", exact=ref64)
-    assert all(r.passed for r in rows), rows
+
+    def failing(candidate, ref, exact=None):
+        return [r.quantity for r in parity.compare(candidate, ref, "float32", exact=exact) if not r.passed]
+
+    assert failing(ours, ref32, exact=ref64) == []
+    off = rng.standard_normal(x.shape)
+    coarse_grad_x = ref64.grad_x + 2e-3 * np.abs(ref64.grad_x).max() * off / np.abs(off).max()
+    coarse_ref32 = parity.Outputs(ref32.y, coarse_grad_x, ref32.grads)
+    assert parity.relative_error(coarse_grad_x, ref64.grad_x) > 10 * parity.TOLERANCES["float32"]["grad"]
+    assert "grad input" in failing(ours, coarse_ref32)
+    assert "grad input" not in failing(ours, coarse_ref32, exact=ref64)
     broken = parity.Outputs(ours.y, ours.grad_x + 0.05 * np.abs(ours.grad_x).max() * rng.standard_normal(x.shape),
                             ours.grads)
-    failed = [r.quantity for r in parity.compare(broken, ref32, "float32", exact=ref64) if not r.passed]
-    assert failed == ["grad input"]
+    assert failing(broken, ref32, exact=ref64) == ["grad input"]
+    assert "grad input" in failing(broken, coarse_ref32, exact=ref64)
+
+
+@pytest.mark.parametrize("kind", ["text", "figure"])
+def test_a_result_file_is_never_half_written(tmp_path, monkeypatch, kind):
+    """accuracy.json/.md, learning curves and benchmark plots: interrupted mid-write, the previous
+    file stays whole and no temporary is left; the next write replaces it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.figure
+    import matplotlib.pyplot as plt
+
+    path = tmp_path / f"results.{'md' if kind == 'text' else 'png'}"
+    path.write_bytes(b"the previous results")
+
+    def write():
+        if kind == "text":
+            train.atomic_write_text(str(path), "the new results")
+        else:
+            train.save_figure(plt.figure(), str(path), dpi=20)
+
+    def half_then_interrupted(target):
+        Path(target).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    owner, name, fake = {"text": (checkpoint_io, "write_file", lambda target, data: half_then_interrupted(target)),
+                         "figure": (matplotlib.figure.Figure, "savefig",
+                                    lambda fig, target, **options: half_then_interrupted(target))}[kind]
+    with monkeypatch.context() as patch:
+        patch.setattr(owner, name, fake)
+        with pytest.raises(KeyboardInterrupt):
+            write()
+    assert path.read_bytes() == b"the previous results" and list(tmp_path.iterdir()) == [path]
+    write()
+    assert path.read_bytes().startswith(b"the new results" if kind == "text" else b"\x89PNG")
+    assert list(tmp_path.iterdir()) == [path] and plt.get_fignums() == []
 
 
 def test_a_corrupt_newest_checkpoint_costs_one_warning_line(tmp_path, capsys, user_data):

@@ -36,6 +36,7 @@ import numpy as np
 
 from flax_resnet1d import data, recipe, train
 from flax_resnet1d.commands_train import train_config
+from suite import cpu_fields  # this directory is on sys.path: accuracy.py runs as a script
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -165,13 +166,10 @@ def plot(results: list[dict], path: str) -> None:
 def cpu_name() -> str:
     """The model name plus family/model: the same "AMD EPYC" name covers Zen 3, 4 and 5 machines
     that differ 1.8x in speed and in how they round."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        return f"{fields['model name']} (family {fields['cpu family']} model {fields['model']})"
-    except (OSError, KeyError):
+    fields = cpu_fields()
+    if not {"model name", "cpu family", "model"} <= fields.keys():
         return platform.processor() or platform.machine()
+    return f"{fields['model name']} (family {fields['cpu family']} model {fields['model']})"
 
 
 def main() -> None:

@@ -357,15 +357,19 @@ def measure_peaks(device, torch_device: str, quick: bool, repeats: int) -> dict:
 
 # -- environment ------------------------------------------------------------------------------------
 
+def cpu_fields() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ("model name", "cpu family", ...); {} where unreadable."""
+    try:
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first.splitlines() if ":" in line)}
+
+
 def machine_name(device) -> str:
     if device.platform == "gpu":
         return "gpu-" + re.sub(r"[^a-z0-9]+", "-", device.device_kind.lower()).strip("-")
-    model = platform.processor() or platform.machine()
-    try:
-        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
-        model = found.group(1) if found else model
-    except OSError:
-        pass
+    model = cpu_fields().get("model name") or platform.processor() or platform.machine()
     model = re.sub(r"\((r|tm|R|TM)\)|cpu|processor|@.*", "", model, flags=re.IGNORECASE)
     return f"cpu-{len(os.sched_getaffinity(0))}core-" + re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
 

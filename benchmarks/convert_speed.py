@@ -33,6 +33,7 @@ from tqdm import tqdm
 from flax_resnet1d import checkpoint_io, port
 from flax_resnet1d.config import preset_config
 from flax_resnet1d.parity import random_state_dict
+from suite import cpu_fields  # this directory is on sys.path: convert_speed.py runs as a script
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_S = 2.0
@@ -85,8 +86,7 @@ print(json.dumps({{"save_s": t1 - t0, "restore_s": t2 - t1, "bytes": size}}))
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = cpu_fields().get("model name", platform.processor())
     memory_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                      if line.startswith("MemTotal"))
     versions = {}

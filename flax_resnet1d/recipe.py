@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-# 3 stages (32, 64, 128 channels) of one bottleneck block, kernel 9: 234k parameters.
-MODEL = {"channel": 32, "layers": [1, 1, 1], "block": "bottleneck", "kernel_size": 9}
+# 2 stages (64, 128 channels) of one bottleneck block, kernel 9: MDNC's fewest down-samplings (length / 4).
+MODEL = {"channel": 64, "layers": [1, 1], "block": "bottleneck", "kernel_size": 9}
 BATCH_SIZE = 16
 EPOCHS = 600
 MAX_STEPS = 12000  # large training sets get fewer epochs...

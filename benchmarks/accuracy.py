@@ -9,6 +9,7 @@ and report the test accuracy of the last epoch (nothing is selected on the test 
 ``accuracy.md`` and ``accuracy.png`` (bars and every run's learning curve), and each set's seed-0
 curve as ``accuracy-<set>.png``. ``--epochs-scale F`` trains F times the recipe's epochs instead and
 files the runs under ``longer`` (the evidence that a set has plateaued), leaving the main table as is.
+A stored entry keeps the runs of the seeds not given now, if they trained the same recipe.
 
 The published column is ResNet of Ismail Fawaz et al. 2019, "Deep learning for time series
 classification: a review" (DMKD 33:917-963), from its companion repository hfawaz/dl-4-tsc:
@@ -76,12 +77,27 @@ def run(name: str, seeds: list[int], scratch: str, epochs_scale: float = 1.0) ->
               f"in {seconds:.0f} s (compile {result.compile_seconds:.0f} s)", flush=True)
         if seed == seeds[0] and epochs_scale == 1:
             shutil.copy(os.path.join(run_dir, train.CURVE_FILE), os.path.join(RESULTS, f"accuracy-{name}.png"))
-    accuracies = 100 * np.array([r["test_accuracy"] for r in runs])
-    return {"dataset": name, "train": len(dataset.y_train), "test": len(dataset.y_test),
-            "length": dataset.length, "channels": dataset.in_planes, "classes": dataset.num_classes,
-            "normalize": dataset.normalization.how, "epochs": config.epochs, "steps": result.history[-1]["step"],
-            "mean": float(accuracies.mean()), "std": float(accuracies.std()), "published": PUBLISHED[name],
-            "seconds_per_run": float(np.mean([r["seconds"] for r in runs])), "runs": runs}
+    return summarized({"dataset": name, "train": len(dataset.y_train), "test": len(dataset.y_test),
+                       "length": dataset.length, "channels": dataset.in_planes, "classes": dataset.num_classes,
+                       "normalize": dataset.normalization.how, "epochs": config.epochs,
+                       "steps": result.history[-1]["step"], "published": PUBLISHED[name], "runs": runs})
+
+
+def summarized(entry: dict) -> dict:
+    """``entry`` with the mean +- std (population) of its runs' test accuracy and their mean time."""
+    accuracies = 100 * np.array([r["test_accuracy"] for r in entry["runs"]])
+    return {**entry, "mean": float(accuracies.mean()), "std": float(accuracies.std()),
+            "seconds_per_run": float(np.mean([r["seconds"] for r in entry["runs"]]))}
+
+
+def merged(stored: dict | None, measured: dict, same_recipe: bool) -> dict:
+    """``measured`` with the stored runs of the seeds not rerun now, if they trained the same
+    recipe for as many epochs: ``--seeds 2`` adds a seed to an entry instead of replacing it."""
+    if stored is None or not same_recipe or stored["epochs"] != measured["epochs"]:
+        return measured
+    rerun = {r["seed"] for r in measured["runs"]}
+    runs = sorted([r for r in stored["runs"] if r["seed"] not in rerun] + measured["runs"], key=lambda r: r["seed"])
+    return summarized({**measured, "runs": runs})
 
 
 def verdict(r: dict) -> str:
@@ -172,6 +188,12 @@ def cpu_name() -> str:
     return f"{fields['model name']} (family {fields['cpu family']} model {fields['model']})"
 
 
+def recipe_fields() -> dict:
+    """The recipe's settings as accuracy.json's meta records them."""
+    return {"model": recipe.MODEL, "training": recipe.TRAINING, "epochs": recipe.EPOCHS,
+            "max_steps": recipe.MAX_STEPS, "min_epochs": recipe.MIN_EPOCHS}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(data.ARCHIVE_DATASETS), choices=data.ARCHIVE_DATASETS)
@@ -191,17 +213,15 @@ def main() -> None:
             stored = {**stored, **json.load(f)}
     results = {r["dataset"]: r for r in stored["results"]}
     longer = {(r["dataset"], r["epochs"]): r for r in stored["longer"]}
+    same_recipe = all(stored.get("meta", {}).get(k) == v for k, v in recipe_fields().items())
     for r in measured:
-        if args.epochs_scale == 1:
-            results[r["dataset"]] = r
-        else:
-            longer[r["dataset"], r["epochs"]] = r
+        table, key = (results, r["dataset"]) if args.epochs_scale == 1 else (longer, (r["dataset"], r["epochs"]))
+        table[key] = merged(table.get(key), r, same_recipe)
     order = {name: i for i, name in enumerate(data.ARCHIVE_DATASETS)}
     results = sorted(results.values(), key=lambda r: order[r["dataset"]])
     longer = sorted(longer.values(), key=lambda r: (order[r["dataset"]], r["epochs"]))
     meta = {"machine": f"{cpu_name()}, {os.cpu_count()} cores{args.machine_note}", "jax": jax.__version__,
-            "seeds": sorted({run["seed"] for r in results for run in r["runs"]}), "model": recipe.MODEL,
-            "training": recipe.TRAINING, "epochs": recipe.EPOCHS, "max_steps": recipe.MAX_STEPS, "min_epochs": recipe.MIN_EPOCHS,
+            "seeds": sorted({run["seed"] for r in results for run in r["runs"]}), **recipe_fields(),
             "date": time.strftime("%Y-%m-%d")}
     if args.report_only:  # the stored runs were measured where and when the stored meta says
         meta.update({k: v for k, v in stored.get("meta", {}).items() if k in ("machine", "jax", "date")})

@@ -1,4 +1,5 @@
-"""benchmarks/accuracy.py's bookkeeping: a rerun of some seeds merges with the stored runs of the others."""
+"""benchmarks/accuracy.py's bookkeeping (a rerun of some seeds merges with the stored runs of the
+others) and shift_probe.py's training-set statistic."""
 
 import os
 import sys
@@ -8,6 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 import accuracy  # noqa: E402  (a script beside suite.py, not a package)
+import shift_probe  # noqa: E402
 
 
 def entry(epochs: int, runs: dict[int, float]) -> dict:
@@ -29,3 +31,18 @@ def test_runs_of_another_recipe_or_budget_are_replaced_not_merged(same_recipe, s
     stored = accuracy.summarized(entry(stored_epochs, {0: 0.89, 1: 0.91}))
     measured = accuracy.summarized(entry(1200, {2: 0.80}))
     assert accuracy.merged(stored, measured, same_recipe) == measured
+
+
+def test_class_mean_accuracy_is_the_leave_one_out_nearest_mean_and_sees_a_class_made_by_a_shift():
+    rng = np.random.default_rng(0)
+    steps = np.arange(32)
+    y = np.repeat([0, 1], 20)
+    centre = np.where(y == 0, 12, 15)[:, None]  # class 1 is class 0 three steps later
+    x = (np.exp(-0.5 * ((steps - centre) / 2) ** 2) + 0.05 * rng.standard_normal((40, 32)))[..., None]
+    for shift in (0, 3, -3):
+        moved = np.stack([np.roll(np.pad(s, ((3, 3), (0, 0)), mode="edge"), shift, axis=0)[3:-3] for s in x])
+        expected = np.mean([np.argmin([((moved[i] - x[(y == c) & (np.arange(40) != i)].mean(0)) ** 2).sum()
+                                       for c in (0, 1)]) == y[i] for i in range(40)])
+        assert shift_probe.class_mean_accuracy(x, y, shift) == pytest.approx(expected)
+    assert shift_probe.class_mean_accuracy(x, y) == 1.0
+    assert shift_probe.class_mean_accuracy(x, y, 3) == 0.5  # class 0 moved onto class 1; class 1 stays nearest its own

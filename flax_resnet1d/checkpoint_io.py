@@ -778,27 +778,45 @@ _HOLDER_NAME_BYTES = 100  # of DST's name in the holder's: a 255-byte DST name m
 
 
 @contextlib.contextmanager
-def _atomic_output(path: Path, overwrite: bool, own: OwnOutput | None = None) -> Iterator[Path]:
-    """Yield a fresh temporary path beside ``path``; on success rename it to ``path``.
-
-    On any failure (including KeyboardInterrupt) the temporary is removed and ``path`` is
-    untouched; an OSError names ``path``, never the temporary. With ``overwrite`` an existing
-    ``path`` (checked by ``check_output``) is moved aside first and deleted only once the new
-    one is in place.
-    """
-    check_output(path, overwrite, own)
-    # The temporary is a path inside a private hidden directory: writers (Orbax among them)
-    # create it themselves, and one rmtree removes whatever they left.
+def _temporary_beside(path: Path) -> Iterator[Path]:
+    """A private hidden directory beside ``path``, removed on exit whatever happens (including
+    KeyboardInterrupt); an OSError inside names ``path``, never the temporary. Writers (Orbax
+    among them) create what they write inside it, and one rmtree removes whatever they left."""
     prefix = "." + path.name.encode()[:_HOLDER_NAME_BYTES].decode(errors="ignore") + "."
     with errors_named(path, path.parent / prefix):
         holder = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
     _TEMPORARIES.add(holder)
     try:
         with errors_named(path, holder):
-            yield holder / "new"
-            _replace(holder / "new", path, overwrite, holder / "old")
+            yield holder
     finally:
         _remove_temporary(holder)
+
+
+@contextlib.contextmanager
+def _atomic_output(path: Path, overwrite: bool, own: OwnOutput | None = None) -> Iterator[Path]:
+    """Yield a fresh temporary path beside ``path``; on success rename it to ``path``.
+
+    On any failure the temporary is removed and ``path`` is untouched. With ``overwrite`` an
+    existing ``path`` (checked by ``check_output``) is moved aside first and deleted only once
+    the new one is in place.
+    """
+    check_output(path, overwrite, own)
+    with _temporary_beside(path) as holder:
+        yield holder / "new"
+        _replace(holder / "new", path, overwrite, holder / "old")
+
+
+@contextlib.contextmanager
+def replaced_when_written(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary file beside ``path`` that replaces it once the body returns: a kill or an
+    error never leaves a half-written ``path``. For our own result files (metrics, plots, benchmark
+    tables), which are replaced without the ownership checks of ``--overwrite``. ``suffix`` keeps
+    the extension for writers that infer the format from it."""
+    path = Path(path)
+    with _temporary_beside(path) as holder:
+        yield holder / f"new{suffix}"
+        os.replace(holder / f"new{suffix}", path)
 
 
 def _remove_temporary(holder: Path) -> None:

@@ -20,7 +20,6 @@ A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch),
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -388,24 +387,8 @@ def model_inputs(dataset: Dataset, model: EncoderConfig) -> Dataset:
 
 # -- run directory: config, metrics, checkpoints ------------------------------------------------------
 
-@contextlib.contextmanager
-def replaced_when_written(path: str, suffix: str = "") -> Iterator[str]:
-    """Yield a temporary beside ``path`` that replaces it once the body returns, so a kill or an
-    error never leaves a half-written ``path``; an OSError names ``path``, never the temporary.
-    ``suffix`` keeps the extension for writers that infer the format from it."""
-    tmp = f"{path}.tmp-{os.getpid()}{suffix}"
-    try:
-        with checkpoint_io.errors_named(path, tmp):
-            yield tmp
-            os.replace(tmp, path)
-    except BaseException:  # an interrupt too: no temporary is left behind
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_write_text(path: str, text: str) -> None:
-    with replaced_when_written(path) as tmp:
+    with checkpoint_io.replaced_when_written(path) as tmp:
         checkpoint_io.write_file(tmp, text.encode())
 
 
@@ -414,7 +397,7 @@ def save_figure(fig, path: str, dpi: int) -> None:
     import matplotlib.pyplot as plt
 
     try:
-        with replaced_when_written(path, os.path.splitext(path)[1]) as tmp:
+        with checkpoint_io.replaced_when_written(path, os.path.splitext(path)[1]) as tmp:
             fig.savefig(tmp, dpi=dpi)
     finally:
         plt.close(fig)

@@ -36,7 +36,7 @@ import jax
 import numpy as np
 
 from flax_resnet1d import data, recipe, train
-from flax_resnet1d.commands_train import train_config
+from flax_resnet1d.commands_train import data_spec, train_config
 from suite import cpu_fields  # this directory is on sys.path: accuracy.py runs as a script
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -55,8 +55,7 @@ PUBLISHED = {
 
 
 def run(name: str, seeds: list[int], scratch: str, epochs_scale: float = 1.0) -> dict:
-    dataset = data.load_archive(name)
-    spec = data.DataSpec(name, normalize=data.default_normalization(name))
+    dataset, spec = data.load_archive(name), data_spec({"dataset": name})  # as `train --dataset NAME`
     runs = []
     for seed in seeds:
         given = {"seed": seed}

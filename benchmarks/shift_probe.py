@@ -27,15 +27,14 @@ import numpy as np
 
 from accuracy import PUBLISHED, RESULTS, cpu_name  # this directory is on sys.path: run as a script
 from flax_resnet1d import data, recipe, train
-from flax_resnet1d.commands_train import train_config
+from flax_resnet1d.commands_train import data_spec, train_config
 
 SETTINGS = {"recipe": {}, "augment none": {"augment": "none"}}
 
 
 def shifted_test_accuracy(name: str, seeds: list[int], shifts: list[int], scratch: str) -> dict:
     """{setting: {seed: {shift: [accuracy of class 0, class 1, ..., all]}}} on the test split."""
-    dataset = data.load_archive(name)
-    spec = data.DataSpec(name, normalize=data.default_normalization(name))
+    dataset, spec = data.load_archive(name), data_spec({"dataset": name})
     x, y = dataset.x_test, dataset.y_test
     out = {}
     for setting, given in SETTINGS.items():
@@ -69,17 +68,15 @@ def class_mean_accuracy(x: np.ndarray, y: np.ndarray, shift: int = 0) -> float:
 def class_mean_table() -> list[dict]:
     rows = []
     for name in PUBLISHED:
-        dataset = data.load_archive(name)
+        dataset = data.load_archive(name)  # normalized as training sees it
         x = dataset.x_train.astype(np.float64)
-        x = (x - x.mean((0, 1))) / x.std((0, 1))  # per channel: the multivariate sets' scales differ
         reach = int(recipe.TRAINING["shift"] * x.shape[1])
         rows.append({"dataset": name, "length": dataset.length, "reach": reach,
                      **{str(k): class_mean_accuracy(x, dataset.y_train, k) for k in (-reach, 0, reach)}})
     return rows
 
 
-def markdown(name: str, probe: dict, rows: list[dict], machine: str) -> str:
-    shifts = next(iter(next(iter(probe.values())).values()))
+def markdown(name: str, probe: dict, shifts: list[int], rows: list[dict], machine: str) -> str:
     lines = [f"{name}: test accuracy (%) per class with every test series shifted by k steps "
              f"(class 0 / class 1 / ... / all); {machine}.", "",
              "| setting | seed | " + " | ".join(f"k = {k:+d}" for k in shifts) + " |",
@@ -98,14 +95,13 @@ def markdown(name: str, probe: dict, rows: list[dict], machine: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(name: str, probe: dict, path: str) -> None:
+def plot(name: str, probe: dict, shifts: list[int], path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for (setting, seeds), style in zip(probe.items(), ("-", "--")):
         for seed, by_shift in seeds.items():
-            shifts = list(by_shift)
             per_class = np.array(list(by_shift.values()))[:, :-1]
             for c in range(per_class.shape[1]):
                 ax.plot(shifts, 100 * per_class[:, c], style, marker="o", color=f"C{c}",
@@ -129,9 +125,9 @@ def main() -> None:
     train.atomic_write_text(os.path.join(RESULTS, "shift_probe.json"), json.dumps(
         {"dataset": args.dataset, "machine": machine, "settings": SETTINGS, "test_shifts": probe,
          "class_means": rows}, indent=1))
-    text = markdown(args.dataset, probe, rows, machine)
+    text = markdown(args.dataset, probe, args.shifts, rows, machine)
     train.atomic_write_text(os.path.join(RESULTS, "shift_probe.md"), text)
-    plot(args.dataset, probe, os.path.join(RESULTS, "shift_probe.png"))
+    plot(args.dataset, probe, args.shifts, os.path.join(RESULTS, "shift_probe.png"))
     print(text)
 
 

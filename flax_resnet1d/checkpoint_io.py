@@ -815,8 +815,9 @@ def replaced_when_written(path: str | os.PathLike, suffix: str = "") -> Iterator
     the extension for writers that infer the format from it."""
     path = Path(path)
     with _temporary_beside(path) as holder:
-        yield holder / f"new{suffix}"
-        os.replace(holder / f"new{suffix}", path)
+        new = holder / f"new{suffix}"
+        yield new
+        os.replace(new, path)
 
 
 def _remove_temporary(holder: Path) -> None:

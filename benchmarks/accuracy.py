@@ -78,7 +78,7 @@ def run(name: str, seeds: list[int], scratch: str, epochs_scale: float = 1.0) ->
             shutil.copy(os.path.join(run_dir, train.CURVE_FILE), os.path.join(RESULTS, f"accuracy-{name}.png"))
     return summarized({"dataset": name, "train": len(dataset.y_train), "test": len(dataset.y_test),
                        "length": dataset.length, "channels": dataset.in_planes, "classes": dataset.num_classes,
-                       "normalize": dataset.normalization.how, "epochs": config.epochs,
+                       "normalize": dataset.normalization.how, "augment": config.augment, "epochs": config.epochs,
                        "steps": result.history[-1]["step"], "published": PUBLISHED[name], "runs": runs})
 
 
@@ -91,8 +91,9 @@ def summarized(entry: dict) -> dict:
 
 def merged(stored: dict | None, measured: dict, same_recipe: bool) -> dict:
     """``measured`` with the stored runs of the seeds not rerun now, if they trained the same
-    recipe for as many epochs: ``--seeds 2`` adds a seed to an entry instead of replacing it."""
-    if stored is None or not same_recipe or stored["epochs"] != measured["epochs"]:
+    recipe for as many epochs, with or without shifts alike: ``--seeds 2`` adds a seed to an entry
+    instead of replacing it."""
+    if stored is None or not same_recipe or any(stored.get(k) != measured[k] for k in ("epochs", "augment")):
         return measured
     rerun = {r["seed"] for r in measured["runs"]}
     runs = sorted([r for r in stored["runs"] if r["seed"] not in rerun] + measured["runs"], key=lambda r: r["seed"])
@@ -111,14 +112,16 @@ def verdict(r: dict) -> str:
 
 def markdown(results: list[dict], longer: list[dict], meta: dict) -> str:
     lines = [f"Test accuracy (%) of the default recipe, last epoch, mean +- std over seeds {meta['seeds']}; "
-             f"{meta['machine']}.", "",
-             "| data set | train/test | length x channels | classes | epochs (steps) | ours | published ResNet | "
-             "vs published | time per run (s) | compile (s) | ms/step |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"{meta['machine']}. Shifts: whether the recipe trained with random shifts (not where a one-step "
+             "shift moves a class's mean series nearest another class's: `recipe.class_changed_by_shift`).", "",
+             "| data set | train/test | length x channels | classes | epochs (steps) | shifts | ours | "
+             "published ResNet | vs published | time per run (s) | compile (s) | ms/step |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         published = "n/a" if r["published"] is None else f"{r['published'][0]:.1f} +- {r['published'][1]:.1f}"
         lines.append(f"| {r['dataset']} | {r['train']}/{r['test']} | {r['length']} x {r['channels']} | "
-                     f"{r['classes']} | {r['epochs']} ({r['steps']}) | {r['mean']:.1f} +- {r['std']:.1f} | "
+                     f"{r['classes']} | {r['epochs']} ({r['steps']}) | {'yes' if r['augment'] == 'shift' else 'no'} | "
+                     f"{r['mean']:.1f} +- {r['std']:.1f} | "
                      f"{published} | {verdict(r)} | {r['seconds_per_run']:.0f} | "
                      f"{np.mean([x['compile_seconds'] for x in r['runs']]):.0f} | "
                      f"{np.mean([x['step_ms_median'] for x in r['runs']]):.1f} |")

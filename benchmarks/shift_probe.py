@@ -2,15 +2,18 @@
 
     python benchmarks/shift_probe.py [--dataset ItalyPowerDemand] [--seeds 0 1] [--shifts -2 -1 0 1 2]
 
-1. Train ``--dataset`` with the default recipe and with ``--augment none`` (``train_config``, as
-   ``flax-resnet1d train`` does), then report each class's test accuracy with every test series
-   shifted by k steps (``train.shifted``: the vacated steps repeat the edge value, as in training).
+1. Train ``--dataset`` with the default recipe (``train_config``, as ``flax-resnet1d train`` does),
+   once with ``--augment shift`` and once with ``--augment none``, then report each class's test
+   accuracy with every test series shifted by k steps (``data.shifted``: the vacated steps repeat
+   the edge value, as in training).
    If a shift of k steps turns one class into another for the unaugmented classifier, the class
    lives in the timing, and training on shifted copies teaches the network to ignore it.
 2. Without training, on every archive set of ``accuracy.py``: the leave-one-out nearest class
    mean accuracy of the training series, as they are and shifted by the recipe's largest shift
-   (10% of the length) either way. A rule that switched the shifts off where they move series
-   to another class's mean would need this to single out the sets the shifts hurt.
+   (10% of the length) either way, which does not single out the sets the shifts hurt; and the
+   recipe's rule (``recipe.shift_margins``): the class means moved one step, whose smallest
+   margin (distance to another class's mean over distance to its own) is below 1 exactly where
+   the recipe drops the shifts.
 
 Writes ``benchmarks/results/shift_probe.{json,md,png}``.
 """
@@ -29,7 +32,7 @@ from accuracy import PUBLISHED, RESULTS, cpu_name  # this directory is on sys.pa
 from flax_resnet1d import data, recipe, train
 from flax_resnet1d.commands_train import data_spec, train_config
 
-SETTINGS = {"recipe": {}, "augment none": {"augment": "none"}}
+SETTINGS = {"augment shift": {"augment": "shift"}, "augment none": {"augment": "none"}}  # the recipe otherwise
 
 
 def shifted_test_accuracy(name: str, seeds: list[int], shifts: list[int], scratch: str) -> dict:
@@ -42,7 +45,7 @@ def shifted_test_accuracy(name: str, seeds: list[int], shifts: list[int], scratc
             config = train_config({**given, "seed": seed}, spec, dataset)
             state = train.fit(config, dataset, os.path.join(scratch, f"{setting}-{seed}"),
                               progress=sys.stderr.isatty()).state
-            moved = {k: (train.shifted(x, np.full(len(y), k)), y) for k in shifts}
+            moved = {k: (data.shifted(x, np.full(len(y), k)), y) for k in shifts}
             logits = {k: e.logits for k, e in train.evaluate_splits(config, state, moved).items()}
             out.setdefault(setting, {})[seed] = {
                 k: [float(np.mean(p.argmax(1)[y == c] == c)) for c in range(dataset.num_classes)]
@@ -60,7 +63,7 @@ def class_mean_accuracy(x: np.ndarray, y: np.ndarray, shift: int = 0) -> float:
     counts = np.array([(y == c).sum() for c in classes], dtype=np.float64)
     own = classes[None, :] == y[:, None]  # (N, classes)
     means = (sums[None] - own[..., None, None] * x[:, None]) / (counts[None] - own)[..., None, None]
-    moved = train.shifted(x, np.full(len(y), shift))
+    moved = data.shifted(x, np.full(len(y), shift))
     nearest = classes[np.argmin(((moved[:, None] - means) ** 2).sum((2, 3)), axis=1)]
     return float(np.mean(nearest == y))
 
@@ -72,7 +75,9 @@ def class_mean_table() -> list[dict]:
         x = dataset.x_train.astype(np.float64)
         reach = int(recipe.TRAINING["shift"] * x.shape[1])
         rows.append({"dataset": name, "length": dataset.length, "reach": reach,
-                     **{str(k): class_mean_accuracy(x, dataset.y_train, k) for k in (-reach, 0, reach)}})
+                     **{str(k): class_mean_accuracy(x, dataset.y_train, k) for k in (-reach, 0, reach)},
+                     "one_step_margin": float(recipe.shift_margins(x, dataset.y_train)[0].min()),
+                     "recipe_shifts": recipe.class_changed_by_shift(x, dataset.y_train) is None})
     return rows
 
 
@@ -86,12 +91,15 @@ def markdown(name: str, probe: dict, shifts: list[int], rows: list[dict], machin
             lines.append(f"| {setting} | {seed} | " + " | ".join(
                 " / ".join(f"{100 * a:.1f}" for a in v) for v in by_shift.values()) + " |")
     lines += ["", "Training series nearest to their own class's leave-one-out mean (%), shifted by the "
-              "recipe's largest shift (10% of the length) either way:", "",
-              "| data set | length | shift | -shift | as they are | +shift |", "|---|---|---|---|---|---|"]
+              "recipe's largest shift (10% of the length) either way; and the recipe's rule: the smallest "
+              "one-step margin of the class means (below 1: no shifts):", "",
+              "| data set | length | shift | -shift | as they are | +shift | one-step margin | recipe shifts |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         values = [r[str(k)] for k in (-r["reach"], 0, r["reach"])]
         lines.append(f"| {r['dataset']} | {r['length']} | {r['reach']} | "
-                     + " | ".join(f"{100 * v:.1f}" for v in values) + " |")
+                     + " | ".join(f"{100 * v:.1f}" for v in values)
+                     + f" | {r['one_step_margin']:.2f} | {'yes' if r['recipe_shifts'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -73,8 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--warmup-epochs", type=int, help="linear warm-up from 0 for the warmup schedules")
     t.add_argument("--momentum", type=float, help=f"sgd momentum (default {default['momentum']})")
     t.add_argument("--weight-decay", type=float, help=f"adamw decoupled decay (default {default['weight_decay']})")
-    t.add_argument("--augment", choices=train.AUGMENTATIONS, help=f"shift: move each training series by a random "
-                                                                  f"number of steps (default {default['augment']})")
+    t.add_argument("--augment", choices=train.AUGMENTATIONS,
+                   help=f"shift: move each training series by a random number of steps (default {default['augment']}; "
+                        "none where one step moves a class's mean series nearest another class's)")
     t.add_argument("--shift", type=float, help=f"largest shift, a fraction of the series length (default "
                                                f"{default['shift']})")
     t.add_argument("--augment-fraction", type=float, help=f"augment only this first fraction of the epochs (default "
@@ -143,6 +144,11 @@ def run_train(args: argparse.Namespace) -> int:
         spec = data_spec(given)
         dataset = data.load(spec)
         config = train_config(given, spec, dataset)
+        unshifted = "augment" not in given and recipe.class_changed_by_shift(dataset.x_train, dataset.y_train)
+        if unshifted:
+            a, b = (dataset.classes[i] for i in unshifted)
+            print(f"recipe: no random shifts, since class {a}'s mean series moved one step is nearer class {b}'s "
+                  "than its own (timing tells the classes apart); --augment shift forces them")
         # only once every setting is valid; by process 0 alone
         distributed.on_primary("prepare_run_dir", prepare_run_dir, run_dir, given.get("overwrite", False), spec)
     start = time.perf_counter()
@@ -162,7 +168,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def train_config(given: dict, spec: data.DataSpec, dataset: data.Dataset) -> train.TrainConfig:
     """The run's settings: the options given (argparse names), the recipe for the others."""
-    training = recipe.training(len(dataset.y_train), {k: given[k] for k in TRAINING_OPTIONS if k in given})
+    training = recipe.training(dataset.x_train, dataset.y_train, {k: given[k] for k in TRAINING_OPTIONS if k in given})
     return train.TrainConfig(model_config(given, dataset), spec, **training)
 
 

@@ -113,6 +113,14 @@ def pad_end(x: np.ndarray, length: int) -> np.ndarray:
     return x if x.shape[1] >= length else np.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0)))
 
 
+def shifted(x: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """(B, L, C) series each moved ``shift[b]`` steps later (earlier if negative), the vacated
+    steps holding the series' first (last) value."""
+    length = x.shape[1]
+    source = np.clip(np.arange(length)[None, :] - shift[:, None], 0, length - 1)
+    return x[np.arange(len(shift))[:, None], source]
+
+
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
     """Where a run's data comes from; saved in the run's config so ``eval`` can reload it.

@@ -1,6 +1,7 @@
 """The default recipe: every setting of ``flax-resnet1d train`` a user leaves out.
 
-Chosen once for all data sets, from the training split's size only, never from test data;
+Chosen once for all data sets, from the training split only (its size, and whether a shift
+changes its classes), never from test data;
 README "Training recipe" gives the measurements behind each choice. Framework-free, like
 ``plan``: the CLI and ``benchmarks/accuracy.py`` read it, and ``config.json`` records what it chose.
 """
@@ -8,6 +9,10 @@ README "Training recipe" gives the measurements behind each choice. Framework-fr
 from __future__ import annotations
 
 import math
+
+import numpy as np
+
+from .data import shifted
 
 # 2 stages (64, 128 channels) of one bottleneck block, kernel 9: MDNC's fewest down-samplings (length / 4).
 MODEL = {"channel": 64, "layers": [1, 1], "block": "bottleneck", "kernel_size": 9}
@@ -28,10 +33,50 @@ def epochs_for(num_train: int, batch_size: int = BATCH_SIZE) -> int:
     return max(MIN_EPOCHS, min(EPOCHS, MAX_STEPS // steps_per_epoch))
 
 
-def training(num_train: int, given: dict) -> dict:
-    """Training settings for a training split of ``num_train`` series: ``given`` (the user's
+def shift_margins(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each class (rows) with its mean series moved one step earlier and later (columns,
+    edge-filled like the shifts): the distance to the nearest other class's mean over the distance
+    to its own, and that other class's index. Below 1, the move turns the class into another."""
+    classes = np.unique(y)
+    means = np.stack([x[y == c].mean(0) for c in classes]).astype(np.float64)
+    flat = means.reshape(len(classes), -1)
+    ratios, nearest = np.empty((len(classes), 2)), np.empty((len(classes), 2), dtype=int)
+    for j, step in enumerate((-1, 1)):
+        moved = shifted(means, np.full(len(classes), step)).reshape(len(classes), -1)
+        # squared distances ||moved_a - mean_b||^2 without a (K, K, L, C) array
+        distance = (moved**2).sum(1)[:, None] + (flat**2).sum(1)[None, :] - 2 * moved @ flat.T
+        own = np.diag(distance).copy()
+        np.fill_diagonal(distance, np.inf)
+        nearest[:, j] = distance.argmin(1)
+        with np.errstate(divide="ignore", invalid="ignore"):  # own 0: the move changes nothing
+            ratios[:, j] = np.sqrt(np.maximum(distance.min(1), 0) / np.maximum(own, 0))
+    return ratios, nearest
+
+
+def class_changed_by_shift(x: np.ndarray, y: np.ndarray) -> tuple[int, int] | None:
+    """A pair of classes ``(a, b)`` such that class ``a``'s mean series, moved one step (either
+    way), lies nearer class ``b``'s mean than its own; None if none.
+
+    Such a pair means the classes differ in timing (ItalyPowerDemand's winter and summer days),
+    so the shifts would teach the network to ignore what tells them apart; the recipe then trains
+    without them. One step is the smallest move a shift makes; a larger one blurs the means into
+    each other even where the shifts help (GunPoint's cross past 9 steps).
+    """
+    ratios, nearest = shift_margins(x, y)
+    classes = np.unique(y)
+    changed = np.argwhere(ratios.T < 1)  # (move, class) pairs, the earlier move first
+    if not changed.size:
+        return None
+    j, a = changed[0]
+    return int(classes[a]), int(classes[nearest[a, j]])
+
+
+def training(x_train: np.ndarray, y_train: np.ndarray, given: dict) -> dict:
+    """Training settings for the training split ``(x_train, y_train)``: ``given`` (the user's
     options, TrainConfig field names) over the recipe's."""
     settings = {**TRAINING, **given}
-    epochs = given.get("epochs", epochs_for(num_train, settings["batch_size"]))
+    if "augment" not in given and class_changed_by_shift(x_train, y_train):
+        settings["augment"] = "none"
+    epochs = given.get("epochs", epochs_for(len(y_train), settings["batch_size"]))
     return {"epochs": epochs, "eval_every": max(1, epochs // EVALUATIONS), "ckpt_every": max(1, epochs // CHECKPOINTS),
             **settings}

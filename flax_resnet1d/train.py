@@ -300,21 +300,13 @@ def augmentation(config: TrainConfig, epoch: int) -> Augmentation | None:
 
     def augment(batch: dict, rows: slice) -> dict:
         reach = int(config.shift * batch["x"].shape[1])
-        return {**batch, "x": shifted(batch["x"], rng.integers(-reach, reach + 1, config.batch_size)[rows])}
+        return {**batch, "x": data.shifted(batch["x"], rng.integers(-reach, reach + 1, config.batch_size)[rows])}
 
     return augment
 
 
 def augmented_epochs(config: TrainConfig) -> int:
     return math.ceil(round(config.augment_fraction * config.epochs, 9))  # 0.07 * 100 is 7.000000000000001
-
-
-def shifted(x: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """(B, L, C) series each moved ``shift[b]`` steps later (earlier if negative), the vacated
-    steps holding the series' first (last) value."""
-    length = x.shape[1]
-    source = np.clip(np.arange(length)[None, :] - shift[:, None], 0, length - 1)
-    return x[np.arange(len(shift))[:, None], source]
 
 
 def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh, batch_size: int | None = None) -> Batch:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from train_helpers import save_npz, synthetic_dataset, tiny_config
 
-from flax_resnet1d import cli, recipe, train
+from flax_resnet1d import cli, data, recipe, train
 
 
 def _epoch_batches(config, dataset, rows=slice(None), epoch=3):
@@ -34,7 +34,7 @@ def test_shifts_are_replayable_and_the_same_whatever_the_process_split():
             assert np.array_equal(batch[key], np.concatenate([h[b][key] for h in halves]))  # two processes' rows
         assert np.array_equal(batch["y"], plain[b]["y"]) and np.array_equal(batch["mask"], plain[b]["mask"])
         for moved, series in zip(batch["x"], plain[b]["x"]):  # each row is its own series moved by <= 8 steps
-            found = [k for k in range(-8, 9) if np.array_equal(moved, train.shifted(series[None], np.array([k]))[0])]
+            found = [k for k in range(-8, 9) if np.array_equal(moved, data.shifted(series[None], np.array([k]))[0])]
             assert found
             shifts.add(found[0])
     assert len(shifts) > 8  # they move, both ways
@@ -42,7 +42,7 @@ def test_shifts_are_replayable_and_the_same_whatever_the_process_split():
 
 def test_shifted_moves_and_repeats_the_edge_values():
     x = np.arange(1, 6, dtype=np.float32)[None, :, None].repeat(3, axis=0)  # 1..5, three rows
-    out = train.shifted(x, np.array([2, -1, 0]))[..., 0]
+    out = data.shifted(x, np.array([2, -1, 0]))[..., 0]
     assert out.dtype == x.dtype and np.array_equal(out, [[1, 1, 1, 2, 3], [2, 3, 4, 5, 5], [1, 2, 3, 4, 5]])
 
 
@@ -68,19 +68,74 @@ def test_label_smoothing_matches_torch_cross_entropy():
     assert abs(ours - reference) <= 1e-14 * abs(reference)
 
 
+def _bumps(centres, length=32, per_class=3, seed=0):
+    """One noisy Gaussian bump per class at ``centres[class]``: (x (N, length, 1), y)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(len(centres)), per_class)
+    t = np.arange(length)[None, :]
+    x = np.exp(-0.5 * ((t - np.asarray(centres, float)[y, None]) / 2.0) ** 2)
+    return (x + 0.05 * rng.standard_normal(x.shape))[..., None].astype(np.float32), y
+
+
 @pytest.mark.parametrize("num_train, epochs", [(4, 600), (200, 600), (1000, 190), (8000, 24),
                                                (10**6, recipe.MIN_EPOCHS)])
 def test_the_step_budget_sets_the_epochs(num_train, epochs):
-    settings = recipe.training(num_train, {})
-    assert settings["epochs"] == epochs
-    assert settings["eval_every"] == max(1, epochs // recipe.EVALUATIONS)
+    assert recipe.epochs_for(num_train) == epochs
+
+
+@pytest.mark.parametrize("per_class", [2, 500])
+def test_the_recipe_fills_in_every_setting(per_class):
+    x, y = _bumps([6, 24], per_class=per_class)
+    settings = recipe.training(x, y, {})
+    assert settings["epochs"] == recipe.epochs_for(len(y))
+    assert settings["eval_every"] == max(1, settings["epochs"] // recipe.EVALUATIONS)
     assert {k: settings[k] for k in recipe.TRAINING} == recipe.TRAINING
 
 
 def test_given_options_override_the_recipe():
-    settings = recipe.training(200, {"epochs": 7, "lr": 0.01, "ckpt_every": 3})
+    settings = recipe.training(*_bumps([6, 24], per_class=100), {"epochs": 7, "lr": 0.01, "ckpt_every": 3})
     assert (settings["epochs"], settings["lr"], settings["ckpt_every"], settings["eval_every"]) == (7, 0.01, 3, 1)
     assert settings["augment"] == recipe.TRAINING["augment"]
+
+
+@pytest.mark.parametrize("centres, changed", [([6, 24], None), ([6, 16, 24], None), ([12, 13], (1, 0)),
+                                              ([13, 12], (0, 1)), ([20, 5, 19], (0, 2)), ([5, 20, 19], (1, 2))])
+def test_shifts_are_dropped_where_one_step_turns_a_class_into_another(centres, changed):
+    x, y = _bumps(centres)
+    assert recipe.class_changed_by_shift(x, y) == changed
+    assert recipe.training(x, y, {})["augment"] == ("shift" if changed is None else "none")
+    assert recipe.training(x, y, {"augment": "shift"})["augment"] == "shift"  # the user's choice stands
+
+
+@pytest.mark.parametrize("augment", [[], ["--augment", "shift"]])
+def test_train_says_when_the_recipe_drops_the_shifts(augment, tmp_path, capsys):
+    x, y = _bumps([12, 13], per_class=8)
+    dataset = data.Dataset("bumps", x, y.astype(np.int32), x, y.astype(np.int32), classes=("0", "1"))
+    save_npz(dataset, tmp_path / "train.npz", tmp_path / "test.npz")
+    assert cli.main(["train", "--dataset", str(tmp_path / "train.npz"), "--test-data", str(tmp_path / "test.npz"),
+                     "--epochs", "1", "--no-progress", "--out", str(tmp_path / "run"), *augment]) == 0
+    said = "recipe: no random shifts, since class 1's mean series moved one step is nearer class 0's"
+    assert (said in capsys.readouterr().out) == (not augment)
+    assert train.load_config(tmp_path / "run").augment == ("shift" if augment else "none")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_class_changed_by_shift_agrees_with_a_direct_search(seed):
+    """Random multichannel classes: the first class whose one-step-moved mean has another class's
+    mean nearer than its own, found by explicit loops."""
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.arange(40) % 5)
+    x = np.cumsum(rng.standard_normal((40, 12, 3)), axis=1).astype(np.float32) + y[:, None, None]
+    means = [x[y == c].mean(0).astype(np.float64) for c in range(5)]
+    expected = None
+    for step in (-1, 1):
+        for a in range(5):
+            moved = data.shifted(means[a][None], np.array([step]))[0]
+            d = [((moved - m) ** 2).sum() for m in means]
+            b = min((c for c in range(5) if c != a), key=lambda c: d[c])
+            if expected is None and d[b] < d[a]:
+                expected = (a, b)
+    assert recipe.class_changed_by_shift(x, y) == expected
 
 
 ODD_DATA = {  # name: synthetic_dataset arguments
@@ -104,7 +159,8 @@ def test_train_with_the_recipe_on_odd_data(case, tmp_path, capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert f"test accuracy {train.read_metrics(run_dir)[-1]['test_accuracy']:.4f}" in last
     config = train.load_config(run_dir)
-    assert {k: getattr(config, k) for k in recipe.TRAINING} == recipe.TRAINING
+    expected = recipe.training(dataset.x_train, dataset.y_train, {})
+    assert {k: getattr(config, k) for k in recipe.TRAINING} == {k: expected[k] for k in recipe.TRAINING}
     assert config.model.out_length == dataset.num_classes
 
 

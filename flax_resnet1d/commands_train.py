@@ -168,7 +168,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 def train_config(given: dict, spec: data.DataSpec, dataset: data.Dataset) -> train.TrainConfig:
     """The run's settings: the options given (argparse names), the recipe for the others."""
-    training = recipe.training(dataset.x_train, dataset.y_train, {k: given[k] for k in TRAINING_OPTIONS if k in given})
+    options = {k: given[k] for k in TRAINING_OPTIONS if k in given}
+    training = recipe.training(dataset.x_train, dataset.y_train, options)
     return train.TrainConfig(model_config(given, dataset), spec, **training)
 
 

@@ -208,7 +208,7 @@ def check_same_setup(config_dict: dict, timeout: float = 600.0) -> None:
     key = _next_key("setup")
     client.key_value_set(f"{key}/{me}", json.dumps(setup_digests(config_dict)))
     digests = [json.loads(client.blocking_key_value_get(f"{key}/{p}", int(timeout * 1e3))) for p in range(count)]
-    for what in ("config", "data"):
+    for what in ("data", "config"):  # data first: the recipe derives settings from it (the shifts)
         differ = [p for p in range(1, count) if digests[p][what] != digests[0][what]]
         if differ:
             noun = "arguments (config)" if what == "config" else "data"

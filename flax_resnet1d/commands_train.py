@@ -144,9 +144,8 @@ def run_train(args: argparse.Namespace) -> int:
         spec = data_spec(given)
         dataset = data.load(spec)
         config = train_config(given, spec, dataset)
-        unshifted = "augment" not in given and recipe.class_changed_by_shift(dataset.x_train, dataset.y_train)
-        if unshifted:
-            a, b = (dataset.classes[i] for i in unshifted)
+        if "augment" not in given and config.augment != recipe.TRAINING["augment"]:  # the recipe's shift check
+            a, b = (dataset.classes[i] for i in recipe.class_changed_by_shift(dataset.x_train, dataset.y_train))
             print(f"recipe: no random shifts, since class {a}'s mean series moved one step is nearer class {b}'s "
                   "than its own (timing tells the classes apart); --augment shift forces them")
         # only once every setting is valid; by process 0 alone

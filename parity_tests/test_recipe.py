@@ -159,7 +159,8 @@ def test_train_with_the_recipe_on_odd_data(case, tmp_path, capsys):
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert f"test accuracy {train.read_metrics(run_dir)[-1]['test_accuracy']:.4f}" in last
     config = train.load_config(run_dir)
-    expected = recipe.training(dataset.x_train, dataset.y_train, {})
+    loaded = data.load(config.data)  # normalized as the run saw it
+    expected = recipe.training(loaded.x_train, loaded.y_train, {})
     assert {k: getattr(config, k) for k in recipe.TRAINING} == {k: expected[k] for k in recipe.TRAINING}
     assert config.model.out_length == dataset.num_classes
 

@@ -34,10 +34,10 @@ import time
 
 import jax
 import numpy as np
-
-from flax_resnet1d import data, recipe, train
-from flax_resnet1d.commands_train import data_spec, train_config
 from suite import cpu_fields  # this directory is on sys.path: accuracy.py runs as a script
+
+from flax_resnet1d.training import data, loop, recipe, run_files
+from flax_resnet1d.training.run_config import data_spec, train_config
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -64,7 +64,7 @@ def run(name: str, seeds: list[int], scratch: str, epochs_scale: float = 1.0) ->
         config = train_config(given, spec, dataset)
         run_dir = os.path.join(scratch, f"{name}-{seed}")
         start = time.perf_counter()
-        result = train.fit(config, dataset, run_dir, progress=sys.stderr.isatty())
+        result = loop.fit(config, dataset, run_dir, progress=sys.stderr.isatty())
         seconds = time.perf_counter() - start
         last = result.history[-1]
         runs.append({"seed": seed, "test_accuracy": last["test_accuracy"], "train_accuracy": last["train_accuracy"],
@@ -75,7 +75,7 @@ def run(name: str, seeds: list[int], scratch: str, epochs_scale: float = 1.0) ->
         print(f"{name} seed {seed}: test accuracy {100 * last['test_accuracy']:.1f}% after {config.epochs} epochs "
               f"in {seconds:.0f} s (compile {result.compile_seconds:.0f} s)", flush=True)
         if seed == 0 and epochs_scale == 1:  # the curve the docs name, whatever subset of seeds reruns
-            shutil.copy(os.path.join(run_dir, train.CURVE_FILE), os.path.join(RESULTS, f"accuracy-{name}.png"))
+            shutil.copy(os.path.join(run_dir, run_files.CURVE_FILE), os.path.join(RESULTS, f"accuracy-{name}.png"))
     return summarized({"dataset": name, "train": len(dataset.y_train), "test": len(dataset.y_test),
                        "length": dataset.length, "channels": dataset.in_planes, "classes": dataset.num_classes,
                        "normalize": dataset.normalization.how, "augment": config.augment, "epochs": config.epochs,
@@ -178,7 +178,7 @@ def plot(results: list[dict], path: str) -> None:
             curve.set_ylabel("test accuracy (%)")
             curve.legend(fontsize=6)
     fig.tight_layout()
-    train.save_figure(fig, path, dpi=90)
+    run_files.save_figure(fig, path, dpi=90)
 
 
 def cpu_name() -> str:
@@ -229,8 +229,8 @@ def main() -> None:
         meta.update({k: v for k, v in stored.get("meta", {}).items() if k in ("machine", "jax", "date")})
     text = markdown(results, longer, meta)
     # Through temporaries: a kill mid-write must not lose the stored runs the next invocation merges with.
-    train.atomic_write_text(path, json.dumps({"meta": meta, "results": results, "longer": longer}, indent=1))
-    train.atomic_write_text(os.path.join(RESULTS, "accuracy.md"), text)
+    run_files.atomic_write_text(path, json.dumps({"meta": meta, "results": results, "longer": longer}, indent=1))
+    run_files.atomic_write_text(os.path.join(RESULTS, "accuracy.md"), text)
     plot(results, os.path.join(RESULTS, "accuracy.png"))
     print(text)
 

@@ -28,12 +28,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from suite import cpu_fields  # this directory is on sys.path: convert_speed.py runs as a script
 from tqdm import tqdm
 
-from flax_resnet1d import checkpoint_io, port
+from flax_resnet1d import port
 from flax_resnet1d.config import preset_config
+from flax_resnet1d.io import formats, writers
 from flax_resnet1d.parity import random_state_dict
-from suite import cpu_fields  # this directory is on sys.path: convert_speed.py runs as a script
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_S = 2.0
@@ -98,7 +99,7 @@ def machine() -> dict:
 
 
 def fmt_of(name: str) -> str:
-    return checkpoint_io.output_format(name)
+    return formats.output_format(name)
 
 
 def needed_imports(src: str, dst: str) -> list[str]:
@@ -134,10 +135,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="convert_speed_"))
     load_before = os.getloadavg()
     try:
-        checkpoint_io.write_state_dict(work / "model.pt", state_dict)
-        checkpoint_io.write_state_dict(work / "model.safetensors", state_dict)
+        writers.write_state_dict(work / "model.pt", state_dict)
+        writers.write_state_dict(work / "model.safetensors", state_dict)
         for name in ("model_orbax", "model.msgpack"):
-            checkpoint_io.save_flax(work / name, port.torch_to_flax(state_dict, config), config)
+            writers.save_flax(work / name, port.torch_to_flax(state_dict, config), config)
 
         conversions = []
         progress = tqdm(total=len(CASES) * 2 * args.repeats + len(ORBAX_OPTIONS) * args.repeats, desc="convert_speed")

@@ -27,10 +27,10 @@ import sys
 import tempfile
 
 import numpy as np
-
 from accuracy import PUBLISHED, RESULTS, cpu_name  # this directory is on sys.path: run as a script
-from flax_resnet1d import data, recipe, train
-from flax_resnet1d.commands_train import data_spec, train_config
+
+from flax_resnet1d.training import data, loop, recipe, run_files
+from flax_resnet1d.training.run_config import data_spec, train_config
 
 SETTINGS = {"augment shift": {"augment": "shift"}, "augment none": {"augment": "none"}}  # the recipe otherwise
 
@@ -43,10 +43,10 @@ def shifted_test_accuracy(name: str, seeds: list[int], shifts: list[int], scratc
     for setting, given in SETTINGS.items():
         for seed in seeds:
             config = train_config({**given, "seed": seed}, spec, dataset)
-            state = train.fit(config, dataset, os.path.join(scratch, f"{setting}-{seed}"),
+            state = loop.fit(config, dataset, os.path.join(scratch, f"{setting}-{seed}"),
                               progress=sys.stderr.isatty()).state
             moved = {k: (data.shifted(x, np.full(len(y), k)), y) for k in shifts}
-            logits = {k: e.logits for k, e in train.evaluate_splits(config, state, moved).items()}
+            logits = {k: e.logits for k, e in loop.evaluate_splits(config, state, moved).items()}
             out.setdefault(setting, {})[seed] = {
                 k: [float(np.mean(p.argmax(1)[y == c] == c)) for c in range(dataset.num_classes)]
                 + [float(np.mean(p.argmax(1) == y))] for k, p in logits.items()}
@@ -117,7 +117,7 @@ def plot(name: str, probe: dict, shifts: list[int], path: str) -> None:
     ax.set(xlabel="test series shifted by k steps", ylabel="class test accuracy (%)", title=name, xticks=shifts)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    train.save_figure(fig, path, dpi=90)
+    run_files.save_figure(fig, path, dpi=90)
 
 
 def main() -> None:
@@ -130,11 +130,11 @@ def main() -> None:
         probe = shifted_test_accuracy(args.dataset, args.seeds, args.shifts, scratch)
     rows = class_mean_table()
     machine = cpu_name()
-    train.atomic_write_text(os.path.join(RESULTS, "shift_probe.json"), json.dumps(
+    run_files.atomic_write_text(os.path.join(RESULTS, "shift_probe.json"), json.dumps(
         {"dataset": args.dataset, "machine": machine, "settings": SETTINGS, "test_shifts": probe,
          "class_means": rows}, indent=1))
     text = markdown(args.dataset, probe, args.shifts, rows, machine)
-    train.atomic_write_text(os.path.join(RESULTS, "shift_probe.md"), text)
+    run_files.atomic_write_text(os.path.join(RESULTS, "shift_probe.md"), text)
     plot(args.dataset, probe, args.shifts, os.path.join(RESULTS, "shift_probe.png"))
     print(text)
 

@@ -24,7 +24,7 @@ Writes ``<out>/<machine>.json``, ``<machine>.md`` (tables) and ``<machine>.png``
     python benchmarks/suite.py --gpu           # the GPU workloads and variants (on CPU: says no GPU)
     JAX_PLATFORMS=cpu python benchmarks/suite.py --gpu --smoke --out /tmp/bench   # tiny sizes
 
-``run_suite(workloads, out_dir, ...)`` is the same thing as a function (parity_tests/gpu_suite.py
+``run_suite(workloads, out_dir, ...)`` is the same thing as a function (benchmarks/gpu_suite.py
 calls it through ``run_for_gpu_suite``).
 """
 
@@ -49,9 +49,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from flax_resnet1d import train
 from flax_resnet1d.config import EncoderConfig, preset_config
 from flax_resnet1d.model import from_config
+from flax_resnet1d.training import run_files, steps
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 NUM_CLASSES = 32  # the spec example's out_length; every workload classifies into this many classes
@@ -223,11 +223,11 @@ def measure_jax(workload: Workload, variant: Variant, device, warmup: int, repea
             with HostPeak(baseline_kib) as peak:
                 result["forward"].update(time_calls(lambda: forward(variables, x), _jax_sync, warmup, repeats))
             result["forward"]["host_peak_bytes"] = peak.peak_bytes
-        state = train.TrainState.create(apply_fn=model.apply, params=params,
-                                        tx=train.make_optimizer("adam", LEARNING_RATE))
+        state = steps.TrainState.create(apply_fn=model.apply, params=params,
+                                        tx=steps.make_optimizer("adam", LEARNING_RATE))
         batch = {"x": x, "y": y, "mask": jnp.ones((workload.batch,), jnp.float32)}
         start = time.perf_counter()
-        step = train.jit_train_step(train.data_parallel_mesh([device])).lower(state, batch).compile()  # as `train` runs it
+        step = steps.jit_train_step(steps.data_parallel_mesh([device])).lower(state, batch).compile()  # as `train` runs it
         result["train"] = {"compile_s": time.perf_counter() - start, **xla_cost(step), "xla_memory": xla_memory(step)}
 
         def train_call():
@@ -661,20 +661,20 @@ def plot(results: dict, path: str) -> None:
         ax.set_title(f"{title}: {results['machine']}")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    train.save_figure(fig, path, dpi=110)
+    run_files.save_figure(fig, path, dpi=110)
 
 
 def write_results(results: dict, out_dir: Path) -> None:
     """JSON, markdown and PNG, each written to a temporary name and renamed into place."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / results["machine"]
-    train.atomic_write_text(f"{stem}.json", json.dumps(results, indent=1) + "\n")
-    train.atomic_write_text(f"{stem}.md", markdown(results))
+    run_files.atomic_write_text(f"{stem}.json", json.dumps(results, indent=1) + "\n")
+    run_files.atomic_write_text(f"{stem}.md", markdown(results))
     plot(results, f"{stem}.png")
 
 
 def run_for_gpu_suite(out_dir: Path, gpu: bool, smoke: bool, log: Callable[[str], None]) -> tuple[dict, str]:
-    """The GPU issue's benchmarks for parity_tests/gpu_suite.py: (results, markdown)."""
+    """The GPU issue's benchmarks for benchmarks/gpu_suite.py: (results, markdown)."""
     workloads = SMOKE_WORKLOADS if smoke else GPU_WORKLOADS
     results = run_suite(workloads, out_dir, gpu=True, quick=smoke, repeats=3 if smoke else 10,
                         warmup=1 if smoke else 2, log=log)

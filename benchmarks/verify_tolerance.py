@@ -21,8 +21,9 @@ sys.path.insert(0, "parity_tests")
 from conftest import GRID  # noqa: E402
 
 from flax_resnet1d import parity  # noqa: E402
-from flax_resnet1d.commands_convert import default_length  # noqa: E402
 from flax_resnet1d.config import preset_config  # noqa: E402
+from flax_resnet1d.parity import default_length
+
 
 def case(label, cfg, sd, B, seed):
     L = default_length(cfg)

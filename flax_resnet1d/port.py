@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from . import plan as P
-from .config import (CONFIGS, NORMALIZERS, ACTIVATORS, LAYER_ORDERS, SCALERS, AEConfig, DecoderConfig, EncoderConfig,
+from .config import (ACTIVATORS, CONFIGS, LAYER_ORDERS, NORMALIZERS, SCALERS, AEConfig, DecoderConfig, EncoderConfig,
                      UNetConfig, coerce_config)
+from .errors import CheckpointError
 from .plan import FlaxPath, ParamRow
 
 __all__ = ["ParamRow", "CheckpointError", "param_table", "torch_to_flax", "flax_to_torch", "infer_config",
@@ -46,9 +47,6 @@ def param_table(config) -> list[ParamRow]:
     """Every state-dict entry of the network, in MDNC ``state_dict()`` order."""
     return P.plan_rows(coerce_config(config).plan())
 
-
-class CheckpointError(ValueError):
-    """A state dict or variables tree that does not match the expected network."""
 
 
 def as_numpy(value: Any) -> np.ndarray:

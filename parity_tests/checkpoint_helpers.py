@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from flax_resnet1d import checkpoint_io, port
+from flax_resnet1d import port
 from flax_resnet1d.config import EncoderConfig
+from flax_resnet1d.io import formats, writers
 from flax_resnet1d.parity import random_state_dict
 
 # Small but complete: a stride-1 block (conv_list), a down-sampling one (conv_scale), a shortcut conv.
@@ -24,10 +25,10 @@ def small_state_dict(dtype: str = "float32", seed: int = 0, config: EncoderConfi
 
 def write_checkpoint(path: Path, state_dict: dict, config: EncoderConfig = SMALL_CONFIG) -> Path:
     """Write ``state_dict`` in the format ``path`` names (PyTorch or Flax)."""
-    if checkpoint_io.output_format(path) in checkpoint_io.TORCH_FORMATS:
-        checkpoint_io.write_state_dict(path, state_dict)
+    if formats.output_format(path) in formats.TORCH_FORMATS:
+        writers.write_state_dict(path, state_dict)
     else:
-        checkpoint_io.save_flax(path, port.torch_to_flax(state_dict, config), config)
+        writers.save_flax(path, port.torch_to_flax(state_dict, config), config)
     return path
 
 

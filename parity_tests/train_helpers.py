@@ -8,9 +8,9 @@ import os
 import jax
 import numpy as np
 
-from flax_resnet1d import train
 from flax_resnet1d.config import EncoderConfig
-from flax_resnet1d.data import Dataset, DataSpec
+from flax_resnet1d.training import run_config, run_files, steps
+from flax_resnet1d.training.data import Dataset, DataSpec
 
 
 def synthetic_dataset(n_train: int = 40, n_test: int = 24, length: int = 32, channels: int = 2, classes: int = 3,
@@ -28,11 +28,11 @@ def synthetic_dataset(n_train: int = 40, n_test: int = 24, length: int = 32, cha
     return Dataset("synthetic", *split(n_train), *split(n_test), classes=tuple(str(i) for i in range(classes)))
 
 
-def tiny_config(dataset: Dataset, **overrides) -> train.TrainConfig:
+def tiny_config(dataset: Dataset, **overrides) -> run_config.TrainConfig:
     """A network small enough to compile in seconds; 16-row batches leave a partial last batch."""
     model = EncoderConfig(4, (1, 1), "plain", 3, dataset.in_planes, dataset.num_classes)
     settings = dict(epochs=6, batch_size=16, lr=3e-3, ckpt_every=2, keep=2)
-    return train.TrainConfig(model, DataSpec("synthetic.npz"), **{**settings, **overrides})
+    return run_config.TrainConfig(model, DataSpec("synthetic.npz"), **{**settings, **overrides})
 
 
 def dead_shortcut_biases(config: EncoderConfig) -> set[tuple[str, ...]]:
@@ -70,10 +70,10 @@ def corrupt_files(path) -> int:
 
 
 def without_timing(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in h.items() if k not in train.TIMING_KEYS} for h in history]
+    return [{k: v for k, v in h.items() if k not in run_files.TIMING_KEYS} for h in history]
 
 
-def assert_same_state(a: train.TrainState, b: train.TrainState) -> None:
+def assert_same_state(a: steps.TrainState, b: steps.TrainState) -> None:
     """Bit-identical parameters, optimizer state and step."""
     leaves_a, tree_a = jax.tree.flatten(jax.device_get((a.step, a.params, a.opt_state)))
     leaves_b, tree_b = jax.tree.flatten(jax.device_get((b.step, b.params, b.opt_state)))

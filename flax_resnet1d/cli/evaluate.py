@@ -1,0 +1,48 @@
+"""``flax-resnet1d eval``: loss and accuracy of a run's newest checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from ..training import data, loop, run_files
+from .table import format_table
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    e = subparsers.add_parser("eval", help="evaluate a run's newest checkpoint",
+                              description="Loss and accuracy of RUN_DIR's newest readable checkpoint on its data "
+                                          "set's train and test splits, or on --data.")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--data", metavar="FILE.npz", help="evaluate on these arrays (x, y) instead")
+    e.add_argument("--layout", choices=data.LAYOUTS, default="NCL", help="axes of --data's x")
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+
+    config, state, epoch = run_files.restore_run(args.run_dir)
+    dataset = loop.model_inputs(data.load(config.data), config.model)
+    if args.data:  # normalized as the run's data (with its training statistics for "channel")
+        x, y = data.read_arrays(args.data, args.layout)
+        data.check_labels(y, config.model.out_length, f"{args.data}: label")
+        name = os.path.basename(args.data)
+        splits = {name: (data.pad_end(dataset.normalization(x).astype(np.float32), config.model.min_length() or 0), y)}
+    else:
+        name = dataset.name
+        splits = {"train": (dataset.x_train, dataset.y_train), "test": (dataset.x_test, dataset.y_test)}
+    results = loop.evaluate_splits(config, state, splits)
+    if args.json:
+        print(json.dumps({"run_dir": args.run_dir, "data": name, "epoch": epoch,
+                          **{split: {"loss": r.loss, "accuracy": r.accuracy, "examples": r.count}
+                             for split, r in results.items()}}))
+        return 0
+    print(f"{args.run_dir}: {name}, checkpoint of epoch {epoch}/{config.epochs}")
+    print(format_table(("split", "examples", "loss", "accuracy"),
+                       [(split, str(r.count), f"{r.loss:.4f}", f"{r.accuracy:.4f}") for split, r in results.items()]))
+    return 0
+

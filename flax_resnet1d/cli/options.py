@@ -1,0 +1,43 @@
+"""Options several commands share: ``--config`` (constructor arguments) and ``--key``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..config import EncoderConfig, config_from_dict
+from ..errors import UsageError
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="JSON",
+                        help="constructor arguments as JSON text or a .json file, with 'arch' (the MDNC class; "
+                             "default EncoderNet1d); checked against the weights (default: inferred from them, "
+                             "which a DecoderNet1d's out_size and a block's stride/padding need)")
+
+
+def add_key_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key", help="entry of a PyTorch training checkpoint dict holding the state dict "
+                                      "(default: the one entry that is an EncoderNet1d state dict)")
+
+
+def parse_config(text: str) -> EncoderConfig:
+    """``--config``: JSON text, or the path of a JSON file (a Flax checkpoint's config.json works);
+    its ``arch`` field names the architecture (absent: EncoderNet1d)."""
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise UsageError(f"--config {text}: neither JSON text nor an existing .json file")
+        text = path.read_text()
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--config: invalid JSON ({e})") from None
+    if not isinstance(fields, dict):
+        raise UsageError(f"--config: expected a JSON object of constructor arguments, got {type(fields).__name__}")
+    try:
+        return config_from_dict(fields)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--config: {e}") from None
+

@@ -1,0 +1,148 @@
+"""``flax-resnet1d train``: train a classifier on a UCR/UEA set or the user's arrays."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..config import PRESETS
+from ..errors import UsageError
+from ..io import atomic
+from ..training import data, distributed, loop, recipe, run_config, run_files
+from ..training.run_config import DATA_OPTIONS, MODEL_OPTIONS, TRAINING_OPTIONS, data_spec, train_config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    defaults = run_config.TrainConfig.__dataclass_fields__
+    default = {**{name: defaults[name].default for name in TRAINING_OPTIONS}, **recipe.TRAINING}
+    p = subparsers.add_parser(
+        "train", help="train a classifier on a UCR/UEA data set or your own arrays",
+        description="Train an EncoderNet1d classifier with jit-compiled JAX. Writes RUN_DIR/config.json, "
+                    "metrics.jsonl (one line per epoch), learning_curve.png and Orbax checkpoints. "
+                    "Same seed and data give identical metrics; --resume RUN_DIR continues a killed run "
+                    "exactly. Options left out take their defaults (or, with --resume, the run's).",
+        argument_default=argparse.SUPPRESS)  # only the options given appear in args
+    where = p.add_argument_group("run directory").add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", metavar="RUN_DIR", help="directory of a new run")
+    where.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its newest readable checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="with --out: replace a run directory that train wrote (nothing else)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", metavar="NAME|FILE.npz",
+                   help=f"an archive set ({', '.join(data.ARCHIVE_DATASETS)}; default GunPoint) or a .npz with "
+                        "x (N, C, L) and integer labels y (0..K-1)")
+    d.add_argument("--test-data", metavar="FILE.npz", help="test arrays for a .npz --dataset")
+    d.add_argument("--test-fraction", type=float,
+                   help="without --test-data: fraction of a .npz data set held out for testing (default 0.2)")
+    d.add_argument("--layout", choices=data.LAYOUTS, help="axes of the .npz x: N,C,L (MDNC, default) or N,L,C")
+    d.add_argument("--normalize", choices=data.NORMALIZATIONS,
+                   help="series: z-normalize each channel of each series (UCR convention; default for univariate "
+                        "sets and .npz); channel: standardize each channel with training-set statistics (default "
+                        f"for {', '.join(data.MULTIVARIATE_DATASETS)}); none")
+
+    default_model = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                             for k, v in recipe.MODEL.items())
+    m = p.add_argument_group(f"model (default: {default_model})")
+    m.add_argument("--preset", choices=sorted(PRESETS), help="an MDNC preset (64 channels, 5 stages, kernel 3)")
+    m.add_argument("--channel", type=int, help="channels of the first stage (doubled by each later stage)")
+    m.add_argument("--layers", type=int, nargs="+", metavar="N", help="blocks per stage, at least 2 stages")
+    m.add_argument("--block", choices=("plain", "bottleneck"))
+    m.add_argument("--kernel-size", type=int, help="odd kernel; 1 disables down-sampling")
+
+    t = p.add_argument_group("optimization")
+    t.add_argument("--epochs", type=int, help=f"default {recipe.EPOCHS}, fewer if that makes more than "
+                                              f"{recipe.MAX_STEPS} steps (at least {recipe.MIN_EPOCHS})")
+    t.add_argument("--batch-size", type=int, help=f"global batch, a multiple of the devices (default "
+                                                   f"{default['batch_size']})")
+    t.add_argument("--optimizer", choices=run_config.OPTIMIZERS, help=f"default {default['optimizer']}")
+    t.add_argument("--lr", type=float, help=f"peak learning rate (default {default['lr']})")
+    t.add_argument("--schedule", choices=run_config.SCHEDULES, help=f"default {default['schedule']}")
+    t.add_argument("--warmup-epochs", type=int, help="linear warm-up from 0 for the warmup schedules")
+    t.add_argument("--momentum", type=float, help=f"sgd momentum (default {default['momentum']})")
+    t.add_argument("--weight-decay", type=float, help=f"adamw decoupled decay (default {default['weight_decay']})")
+    t.add_argument("--augment", choices=run_config.AUGMENTATIONS,
+                   help=f"shift: move each training series by a random number of steps (default {default['augment']}; "
+                        "none where one step moves a class's mean series nearest another class's)")
+    t.add_argument("--shift", type=float, help=f"largest shift, a fraction of the series length (default "
+                                               f"{default['shift']})")
+    t.add_argument("--augment-fraction", type=float, help=f"augment only this first fraction of the epochs (default "
+                                                          f"{default['augment_fraction']})")
+    t.add_argument("--label-smoothing", type=float, help=f"default {default['label_smoothing']}")
+    t.add_argument("--seed", type=int, help=f"parameter init and data order (default {default['seed']})")
+    t.add_argument("--dtype", choices=tuple(run_config.DTYPES), help="compute dtype; parameters stay float32 (default "
+                                                                f"{default['dtype']})")
+    t.add_argument("--eval-every", type=int, help=f"test-set metrics every N epochs, and at the end (default: "
+                                                  f"{recipe.EVALUATIONS} times a run)")
+    t.add_argument("--ckpt-every", type=int, help=f"checkpoint every N epochs, and at the end (default: "
+                                                  f"{recipe.CHECKPOINTS} times a run)")
+    t.add_argument("--keep", type=int, help=f"checkpoints kept (default {default['keep']})")
+
+    h = p.add_argument_group("several processes (jax.distributed; start every process with the same arguments)")
+    h.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, which serves the coordinator")
+    h.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+    h.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    h.add_argument("--distributed", action="store_true",
+                   help="take coordinator, count and id from the cluster (SLURM, Open MPI, Kubernetes, Cloud TPU)")
+    h.add_argument("--connect-timeout", type=float, metavar="S",
+                   help=f"give up reaching the coordinator after S seconds (default "
+                        f"{distributed.DEFAULT_CONNECT_TIMEOUT:g})")
+    h.add_argument("--heartbeat-timeout", type=float, metavar="S",
+                   help="stop when another process has been silent for S seconds (default "
+                        f"{distributed.DEFAULT_HEARTBEAT_TIMEOUT:g})")
+    p.set_defaults(func=run_train)
+
+
+@distributed.launch  # jax.distributed from the flags above, before any other JAX call
+def run_train(args: argparse.Namespace) -> int:
+    given = vars(args)
+    if "resume" in given:
+        run_dir = given["resume"]
+        extra = [f"--{k.replace('_', '-')}" for k in (*TRAINING_OPTIONS, *DATA_OPTIONS, *MODEL_OPTIONS, "overwrite")
+                 if k in given]
+        if extra:
+            raise UsageError(f"--resume continues {run_dir} with its own config.json; drop {' '.join(extra)}")
+        config = run_files.load_config(run_dir)
+        dataset = data.load(config.data)
+    else:
+        run_dir = given["out"]
+        spec = data_spec(given)
+        dataset = data.load(spec)
+        config = train_config(given, spec, dataset)
+        if "augment" not in given and config.augment != recipe.TRAINING["augment"]:  # the recipe's shift check
+            a, b = (dataset.classes[i] for i in recipe.class_changed_by_shift(dataset.x_train, dataset.y_train))
+            print(f"recipe: no random shifts, since class {a}'s mean series moved one step is nearer class {b}'s "
+                  "than its own (timing tells the classes apart); --augment shift forces them")
+        # only once every setting is valid; by process 0 alone
+        distributed.on_primary("prepare_run_dir", prepare_run_dir, run_dir, given.get("overwrite", False), spec)
+    start = time.perf_counter()
+    result = loop.fit(config, dataset, run_dir, resume="resume" in given, progress=not given.get("no_progress"))
+    seconds = time.perf_counter() - start
+    if result.resumed_from is not None:
+        print(f"resumed {run_dir} after epoch {result.resumed_from}")
+    if result.history:
+        last = result.history[-1]
+        trained = sum(1 for h in result.history if h["epoch"] > (result.resumed_from or 0))
+        print(f"{dataset.name}: epoch {last['epoch']}: test accuracy {last['test_accuracy']:.4f} "
+              f"(loss {last['test_loss']:.4f}), train accuracy {last['train_accuracy']:.4f}; "
+              f"{trained} epochs in {seconds:.1f} s (compile {result.compile_seconds:.1f} s, "
+              f"{np.median([h['step_time_ms'] for h in result.history]):.1f} ms/step); run in {run_dir}")
+    return 0
+
+
+def prepare_run_dir(run_dir: str, overwrite: bool, spec: data.DataSpec) -> None:
+    """Refuse to mix a new run into an existing one; --overwrite deletes only what a run writes
+    there, and never a directory holding the run's own data files."""
+    if os.path.isdir(run_dir) and not os.listdir(run_dir):
+        return
+    if not overwrite and os.path.isdir(run_dir) and run_files.RUN_OUTPUT.foreign(Path(run_dir)) is None:
+        raise UsageError(f"--out {run_dir} already holds a run; continue it with --resume {run_dir}, "
+                         "or replace it with --overwrite")
+    atomic.check_output(run_dir, overwrite, run_files.RUN_OUTPUT, inputs=data.input_files(spec))
+    if os.path.isdir(run_dir):
+        atomic.remove_own_entries(run_dir, run_files.RUN_OUTPUT)
+

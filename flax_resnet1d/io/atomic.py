@@ -1,0 +1,236 @@
+"""The atomic-file layer: outputs are written to a temporary beside the destination and renamed
+into place, so a failure, Ctrl-C or ``kill`` leaves neither a partial output nor a temporary (a
+kill -9 may leave a hidden ``.NAME.*.tmp``, never a partial NAME); an existing output is replaced
+only with ``overwrite=True`` and only when it is something this tool writes (``OwnOutput``)."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import errno
+import fnmatch
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..config import EncoderConfig
+from ..errors import CheckpointError
+from .formats import CONTENT, ORBAX_ENTRIES, output_format, sniff
+from .readers import first_line
+
+# strerror -> errno of the OS errors a write can meet, to recognise them inside library messages.
+_WRITE_ERRNOS = {os.strerror(code): code for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS,
+                                                      errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ENOTDIR,
+                                                      errno.EIO)}
+
+
+def as_os_error(error: BaseException, path: str | os.PathLike) -> Exception:
+    """A library's write failure as an OSError at the user's ``path`` when its message names an OS
+    error (tensorstore, Orbax), else a CheckpointError with its first line."""
+    if isinstance(error, OSError) and error.errno is not None:
+        return OSError(error.errno, error.strerror, str(path))
+    text = str(error)
+    for strerror, code in _WRITE_ERRNOS.items():
+        if strerror.lower() in text.lower():
+            return OSError(code, strerror, str(path))
+    return CheckpointError(f"{path}: writing failed ({first_line(error)})")
+
+
+def write_file(path: str | os.PathLike, data: bytes) -> None:
+    """Write and fsync ``data``: a complete file on disk, or an OSError."""
+    with errors_named(path):
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def errors_named(path: str | os.PathLike, temporary: str | os.PathLike | None = None) -> Iterator[None]:
+    """An OSError raised in the block names the user's ``path`` where it would name no file (a
+    failed ``write()``) or our ``temporary`` (any path starting with it)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None and (temporary is None or not str(e.filename).startswith(str(temporary))):
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from None
+
+
+# -- what --overwrite may replace ------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class OwnOutput:
+    """What one of our writers leaves at its output path; ``--overwrite`` replaces nothing else.
+
+    A file is recognised by its content (``sniff`` kinds), a directory by the exact set of
+    top-level names the writer creates (fnmatch patterns) and one name every such directory has
+    (an empty directory qualifies: nothing is lost).
+    """
+
+    what: str
+    contents: tuple[str, ...] = ()
+    entries: tuple[str, ...] = ()
+    required: str = ""
+    makes_parents: bool = False  # creates missing parent directories
+
+    def owns(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.entries)
+
+    def foreign(self, path: Path) -> str | None:
+        """Why ``path`` is not such an output, or None if it is one (or empty: nothing to lose)."""
+        if path.is_symlink():
+            return "it is a symbolic link"
+        if not self.entries:
+            if not path.is_file():
+                return "it is a directory" if path.is_dir() else "it is not a regular file"
+            kind = "config" if "config" in self.contents and _reads_as_config(path) else sniff(path)
+            return None if kind in self.contents else f"it {CONTENT[kind]}"
+        if not path.is_dir():
+            return "it is a file, not a directory"
+        names = sorted(os.listdir(path))
+        other = [name for name in names if not self.owns(name)]
+        if other:
+            more = f" and {len(other) - 3} more" if len(other) > 3 else ""
+            return f"it holds {', '.join(other[:3])}{more}, which flax-resnet1d does not write there"
+        if names and self.required not in names:
+            return f"it has no {self.required}"
+        return None
+
+
+OWN_OUTPUTS = {
+    "torch": OwnOutput("a PyTorch checkpoint", contents=("torch", "pickle", "empty")),
+    "safetensors": OwnOutput("a safetensors file", contents=("safetensors", "empty")),
+    "msgpack": OwnOutput("a Flax msgpack file", contents=("msgpack", "empty")),
+    "orbax": OwnOutput("an Orbax checkpoint directory", entries=ORBAX_ENTRIES, required="_METADATA"),
+    "config": OwnOutput("a config file", contents=("config", "empty")),  # beside a .msgpack
+}
+
+
+def check_output(path: str | os.PathLike, overwrite: bool, own: OwnOutput | None = None,
+                 inputs: tuple[str | os.PathLike, ...] = ()) -> None:
+    """Refuse an output that cannot be created, or whose existing contents ``overwrite`` must not
+    replace: anything but ``own`` (default: what the format's writer writes) or anything holding
+    one of ``inputs``."""
+    path = Path(path)
+    own = own or OWN_OUTPUTS[output_format(path)]
+    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise CheckpointError(f"{path}: {existing} is not a directory")
+    if existing != path.parent and not own.makes_parents:
+        raise CheckpointError(f"{path}: output directory {path.parent} does not exist")
+    if not (path.exists() or path.is_symlink()):
+        return
+    why = own.foreign(path)
+    if why:
+        raise CheckpointError(f"{path}: exists and is not {own.what} written by flax-resnet1d ({why}); "
+                              "--overwrite replaces nothing else: choose another name")
+    if not overwrite:
+        raise CheckpointError(f"{path}: already exists; pass --overwrite (overwrite=True) to replace it")
+    resolved = path.resolve()
+    for source in inputs:
+        if resolved == Path(source).resolve() or resolved in Path(source).resolve().parents:
+            raise CheckpointError(f"{path}: not replaced: it holds the input {source}")
+
+
+def _reads_as_config(path: Path) -> bool:
+    try:
+        EncoderConfig.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def remove_own_entries(path: str | os.PathLike, own: OwnOutput) -> None:
+    """Delete the entries of directory ``path`` that ``own``'s writer creates (after ``check_output``)."""
+    for entry in Path(path).iterdir():
+        if own.owns(entry.name):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
+# -- atomic replacement ----------------------------------------------------------------------
+_TEMPORARIES: set[Path] = set()  # holders not yet removed; the rest go at exit
+
+
+atexit.register(lambda: [shutil.rmtree(holder, ignore_errors=True) for holder in list(_TEMPORARIES)])
+
+
+_HOLDER_NAME_BYTES = 100  # of DST's name in the holder's: a 255-byte DST name must still fit
+
+
+@contextlib.contextmanager
+def _temporary_beside(path: Path) -> Iterator[Path]:
+    """A private hidden directory beside ``path``, removed on exit whatever happens (including
+    KeyboardInterrupt); an OSError inside names ``path``, never the temporary. Writers (Orbax
+    among them) create what they write inside it, and one rmtree removes whatever they left."""
+    prefix = "." + path.name.encode()[:_HOLDER_NAME_BYTES].decode(errors="ignore") + "."
+    with errors_named(path, path.parent / prefix):
+        holder = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
+    _TEMPORARIES.add(holder)
+    try:
+        with errors_named(path, holder):
+            yield holder
+    finally:
+        _remove_temporary(holder)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, overwrite: bool, own: OwnOutput | None = None) -> Iterator[Path]:
+    """Yield a fresh temporary path beside ``path``; on success rename it to ``path``.
+
+    On any failure the temporary is removed and ``path`` is untouched. With ``overwrite`` an
+    existing ``path`` (checked by ``check_output``) is moved aside first and deleted only once
+    the new one is in place.
+    """
+    check_output(path, overwrite, own)
+    with _temporary_beside(path) as holder:
+        yield holder / "new"
+        _replace(holder / "new", path, overwrite, holder / "old")
+
+
+@contextlib.contextmanager
+def replaced_when_written(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary file beside ``path`` that replaces it once the body returns: a kill or an
+    error never leaves a half-written ``path``. For our own result files (metrics, plots, benchmark
+    tables), which are replaced without the ownership checks of ``--overwrite``. ``suffix`` keeps
+    the extension for writers that infer the format from it."""
+    path = Path(path)
+    with _temporary_beside(path) as holder:
+        new = holder / f"new{suffix}"
+        yield new
+        os.replace(new, path)
+
+
+def _remove_temporary(holder: Path) -> None:
+    """rmtree that a second Ctrl-C does not cut short; what a writer's thread adds later goes at exit."""
+    for _ in range(3):
+        try:
+            shutil.rmtree(holder, ignore_errors=True)
+        except KeyboardInterrupt:
+            continue
+        if not holder.exists():
+            _TEMPORARIES.discard(holder)
+            return
+
+
+def _replace(new: Path, path: Path, overwrite: bool, old: Path) -> None:
+    if not (overwrite and path.exists()):
+        if path.exists():
+            raise CheckpointError(f"{path}: appeared while writing; not overwritten")
+        os.rename(new, path)
+        return
+    if not (path.is_dir() or new.is_dir()):
+        os.replace(new, path)
+        return
+    # rename cannot replace a non-empty directory: move the old one aside (into the temporary
+    # holder, removed with it), and back if the new one cannot take its place
+    os.rename(path, old)
+    try:
+        os.rename(new, path)
+    except BaseException:
+        os.rename(old, path)
+        raise
+

@@ -1,0 +1,181 @@
+"""The default recipe (``flax_resnet1d.recipe``) and its training pieces: random shifts, label
+smoothing, the step budget; and ``train`` with no tuning flag on small and odd data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from train_helpers import save_npz, synthetic_dataset, tiny_config
+
+from flax_resnet1d import cli
+from flax_resnet1d.training import batching, data, recipe, run_files, steps
+
+
+def _epoch_batches(config, dataset, rows=slice(None), epoch=3):
+    order = batching.epoch_order(config.seed, epoch, len(dataset.y_train))
+    return list(batching.batches(dataset.x_train, dataset.y_train, order, config.batch_size, rows,
+                              batching.augmentation(config, epoch)))
+
+
+def test_shifts_are_replayable_and_the_same_whatever_the_process_split():
+    dataset = synthetic_dataset(n_train=40, length=32)
+    config = tiny_config(dataset, augment="shift", shift=0.25)
+    shifted, again = _epoch_batches(config, dataset), _epoch_batches(config, dataset)
+    halves = [_epoch_batches(config, dataset, slice(i, i + 8)) for i in (0, 8)]
+    plain = _epoch_batches(dataclasses.replace(config, augment="none"), dataset)
+    shifts = set()
+    for b, batch in enumerate(shifted):
+        for key in batch:
+            assert np.array_equal(batch[key], again[b][key])  # (seed, epoch) alone fix them: resume replays them
+            assert np.array_equal(batch[key], np.concatenate([h[b][key] for h in halves]))  # two processes' rows
+        assert np.array_equal(batch["y"], plain[b]["y"]) and np.array_equal(batch["mask"], plain[b]["mask"])
+        for moved, series in zip(batch["x"], plain[b]["x"]):  # each row is its own series moved by <= 8 steps
+            found = [k for k in range(-8, 9) if np.array_equal(moved, data.shifted(series[None], np.array([k]))[0])]
+            assert found
+            shifts.add(found[0])
+    assert len(shifts) > 8  # they move, both ways
+
+
+def test_shifted_moves_and_repeats_the_edge_values():
+    x = np.arange(1, 6, dtype=np.float32)[None, :, None].repeat(3, axis=0)  # 1..5, three rows
+    out = data.shifted(x, np.array([2, -1, 0]))[..., 0]
+    assert out.dtype == x.dtype and np.array_equal(out, [[1, 1, 1, 2, 3], [2, 3, 4, 5, 5], [1, 2, 3, 4, 5]])
+
+
+@pytest.mark.parametrize("fraction, augmented", [(1.0, 6), (0.5, 3), (0.4, 3), (0.01, 1)])
+def test_only_the_first_augment_fraction_of_the_epochs_is_augmented(fraction, augmented):
+    dataset = synthetic_dataset(n_train=40, length=32)
+    config = tiny_config(dataset, augment="shift", shift=0.25, augment_fraction=fraction)
+    plain = dataclasses.replace(config, augment="none")
+    moved = [not all(np.array_equal(b["x"], p["x"]) for b, p in
+                     zip(_epoch_batches(config, dataset, epoch=e), _epoch_batches(plain, dataset, epoch=e)))
+             for e in range(1, config.epochs + 1)]
+    assert moved == [e <= augmented for e in range(1, config.epochs + 1)]
+
+
+def test_label_smoothing_matches_torch_cross_entropy():
+    rng = np.random.default_rng(1)
+    logits, y = rng.standard_normal((7, 5)), rng.integers(0, 5, 7)
+    mask = np.array([1, 1, 1, 1, 1, 0, 0], np.float64)
+    with jax.enable_x64(True):
+        ours = float(steps.cross_entropy(jnp.asarray(logits), jnp.asarray(y), jnp.asarray(mask), 0.1))
+    reference = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits[:5]), torch.from_numpy(y[:5]),
+                                                        label_smoothing=0.1))
+    assert abs(ours - reference) <= 1e-14 * abs(reference)
+
+
+def _bumps(centres, length=32, per_class=3, seed=0):
+    """One noisy Gaussian bump per class at ``centres[class]``: (x (N, length, 1), y)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(len(centres)), per_class)
+    t = np.arange(length)[None, :]
+    x = np.exp(-0.5 * ((t - np.asarray(centres, float)[y, None]) / 2.0) ** 2)
+    return (x + 0.05 * rng.standard_normal(x.shape))[..., None].astype(np.float32), y
+
+
+@pytest.mark.parametrize("num_train, epochs", [(4, 600), (200, 600), (1000, 190), (8000, 24),
+                                               (10**6, recipe.MIN_EPOCHS)])
+def test_the_step_budget_sets_the_epochs(num_train, epochs):
+    assert recipe.epochs_for(num_train) == epochs
+
+
+@pytest.mark.parametrize("per_class", [2, 500])
+def test_the_recipe_fills_in_every_setting(per_class):
+    x, y = _bumps([6, 24], per_class=per_class)
+    settings = recipe.training(x, y, {})
+    assert settings["epochs"] == recipe.epochs_for(len(y))
+    assert settings["eval_every"] == max(1, settings["epochs"] // recipe.EVALUATIONS)
+    assert {k: settings[k] for k in recipe.TRAINING} == recipe.TRAINING
+
+
+def test_given_options_override_the_recipe():
+    settings = recipe.training(*_bumps([6, 24], per_class=100), {"epochs": 7, "lr": 0.01, "ckpt_every": 3})
+    assert (settings["epochs"], settings["lr"], settings["ckpt_every"], settings["eval_every"]) == (7, 0.01, 3, 1)
+    assert settings["augment"] == recipe.TRAINING["augment"]
+
+
+@pytest.mark.parametrize("centres, changed", [([6, 24], None), ([6, 16, 24], None), ([12, 13], (1, 0)),
+                                              ([13, 12], (0, 1)), ([20, 5, 19], (0, 2)), ([5, 20, 19], (1, 2))])
+def test_shifts_are_dropped_where_one_step_turns_a_class_into_another(centres, changed):
+    x, y = _bumps(centres)
+    assert recipe.class_changed_by_shift(x, y) == changed
+    assert recipe.training(x, y, {})["augment"] == ("shift" if changed is None else "none")
+    assert recipe.training(x, y, {"augment": "shift"})["augment"] == "shift"  # the user's choice stands
+
+
+@pytest.mark.parametrize("augment", [[], ["--augment", "shift"]])
+def test_train_says_when_the_recipe_drops_the_shifts(augment, tmp_path, capsys):
+    x, y = _bumps([12, 13], per_class=8)
+    dataset = data.Dataset("bumps", x, y.astype(np.int32), x, y.astype(np.int32), classes=("0", "1"))
+    save_npz(dataset, tmp_path / "train.npz", tmp_path / "test.npz")
+    assert cli.main(["train", "--dataset", str(tmp_path / "train.npz"), "--test-data", str(tmp_path / "test.npz"),
+                     "--epochs", "1", "--no-progress", "--out", str(tmp_path / "run"), *augment]) == 0
+    said = "recipe: no random shifts, since class 1's mean series moved one step is nearer class 0's"
+    assert (said in capsys.readouterr().out) == (not augment)
+    assert run_files.load_config(tmp_path / "run").augment == ("shift" if augment else "none")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_class_changed_by_shift_agrees_with_a_direct_search(seed):
+    """Random multichannel classes: the first class whose one-step-moved mean has another class's
+    mean nearer than its own, found by explicit loops."""
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.arange(40) % 5)
+    x = np.cumsum(rng.standard_normal((40, 12, 3)), axis=1).astype(np.float32) + y[:, None, None]
+    means = [x[y == c].mean(0).astype(np.float64) for c in range(5)]
+    expected = None
+    for step in (-1, 1):
+        for a in range(5):
+            moved = data.shifted(means[a][None], np.array([step]))[0]
+            d = [((moved - m) ** 2).sum() for m in means]
+            b = min((c for c in range(5) if c != a), key=lambda c: d[c])
+            if expected is None and d[b] < d[a]:
+                expected = (a, b)
+    assert recipe.class_changed_by_shift(x, y) == expected
+
+
+ODD_DATA = {  # name: synthetic_dataset arguments
+    "2 examples per class": dict(n_train=6, n_test=6, classes=3, length=40, channels=1),
+    "52 classes": dict(n_train=156, n_test=52, classes=52, length=30, channels=1),
+    "length 24": dict(n_train=30, n_test=10, classes=2, length=24, channels=1),
+    "length 2100": dict(n_train=12, n_test=6, classes=2, length=2100, channels=1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_DATA))
+def test_train_with_the_recipe_on_odd_data(case, tmp_path, capsys):
+    """The recipe's settings apply as is (2 epochs of them: CI time); the last line keeps its form."""
+    dataset = synthetic_dataset(**ODD_DATA[case])
+    classes = ODD_DATA[case]["classes"]  # every class in training; 2 examples each for the first case
+    dataset = dataclasses.replace(dataset, y_train=np.arange(len(dataset.y_train), dtype=np.int32) % classes)
+    save_npz(dataset, tmp_path / "train.npz", tmp_path / "test.npz")
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", "--dataset", str(tmp_path / "train.npz"), "--test-data", str(tmp_path / "test.npz"),
+                     "--epochs", "2", "--no-progress", "--out", str(run_dir)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"test accuracy {run_files.read_metrics(run_dir)[-1]['test_accuracy']:.4f}" in last
+    config = run_files.load_config(run_dir)
+    loaded = data.load(config.data)  # normalized as the run saw it
+    expected = recipe.training(loaded.x_train, loaded.y_train, {})
+    assert {k: getattr(config, k) for k in recipe.TRAINING} == {k: expected[k] for k in recipe.TRAINING}
+    assert config.model.out_length == dataset.num_classes
+
+
+def test_unequal_class_counts_and_a_class_absent_from_training(tmp_path, capsys):
+    dataset = synthetic_dataset(n_train=30, n_test=12, classes=3)
+    y_train = np.array([0] * 20 + [1] * 8 + [2] * 2, np.int32)
+    save_npz(dataclasses.replace(dataset, y_train=y_train), tmp_path / "train.npz", tmp_path / "test.npz")
+    args = ["train", "--dataset", str(tmp_path / "train.npz"), "--test-data", str(tmp_path / "test.npz"),
+            "--epochs", "1", "--no-progress"]
+    assert cli.main([*args, "--out", str(tmp_path / "unequal")]) == 0
+    save_npz(dataclasses.replace(dataset, y_train=np.where(y_train == 2, 0, y_train).astype(np.int32)),
+             tmp_path / "train.npz", tmp_path / "test.npz")  # class 2 only in the test split
+    capsys.readouterr()
+    assert cli.main([*args, "--out", str(tmp_path / "absent")]) == 2
+    assert "test label 2 is out of range: the classes are 0..1 (a class absent from the training split" in \
+        capsys.readouterr().err

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from ..training import data, loop, run_files
+from ..training import data
 from .table import format_table
 
 
@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from ..training import loop, run_files
 
     config, state, epoch = run_files.restore_run(args.run_dir)
     dataset = loop.model_inputs(data.load(config.data), config.model)

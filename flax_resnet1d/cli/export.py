@@ -9,7 +9,6 @@ import numpy as np
 
 from ..config import EncoderConfig
 from ..io import atomic, readers, writers
-from ..training import data, loop, run_files, steps
 
 TORCH_CHECK_TOLERANCE = 1e-5  # max|torch - jax| / max|jax| of the float32 logits
 
@@ -30,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from .. import port
+    from ..training import data, loop, run_files, steps
 
     atomic.check_output(args.dst, args.overwrite)  # before any work
     config, state, epoch = run_files.restore_run(args.run_dir)

@@ -5,26 +5,29 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-from ..config import EncoderConfig, config_from_dict
+from ..config import config_from_dict
 from ..errors import UsageError
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="JSON",
                         help="constructor arguments as JSON text or a .json file, with 'arch' (the MDNC class; "
-                             "default EncoderNet1d); checked against the weights (default: inferred from them, "
-                             "which a DecoderNet1d's out_size and a block's stride/padding need)")
+                             "default EncoderNet1d); checked against the weights (default: inferred from them; "
+                             "needed for what they do not hold: a DecoderNet1d's out_size, a block's stride, padding "
+                             "and output_size)")
 
 
 def add_key_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", help="entry of a PyTorch training checkpoint dict holding the state dict "
-                                      "(default: the one entry that is an EncoderNet1d state dict)")
+                                      "(default: the one entry that is a state dict of an MDNC 1D network, of "
+                                      "--config's architecture if given)")
 
 
-def parse_config(text: str) -> EncoderConfig:
-    """``--config``: JSON text, or the path of a JSON file (a Flax checkpoint's config.json works);
-    its ``arch`` field names the architecture (absent: EncoderNet1d)."""
+def parse_config(text: str) -> Any:
+    """``--config``: the family config of JSON text, or of the path of a JSON file (a Flax
+    checkpoint's config.json works); its ``arch`` field names the architecture (absent: EncoderNet1d)."""
     if not text.lstrip().startswith("{"):
         path = Path(text)
         if not path.is_file():

@@ -7,7 +7,6 @@ import argparse
 from ..config import FAMILY_PRESETS, preset_config
 from ..errors import UsageError
 from ..io import readers
-from ..parity import input_shape
 from .options import add_config_argument, add_key_argument, parse_config
 
 
@@ -21,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="with --preset: an encnet's output vector length, 0 for the feature map (default: 2); "
                               "a decnet's out_size")
     summary.add_argument("--input-shape", metavar="C,L",
-                         help="input channels and length (default: the network's in_planes and a power-of-two length)")
+                         help="input channels and length (default: the network's input channels and a power-of-two "
+                              "length; a DecoderNet1d with in_length takes a vector of that length)")
     add_key_argument(summary)
     add_config_argument(summary)
     summary.set_defaults(func=run_summary)
@@ -48,6 +48,7 @@ def preset_arguments(name: str, shape: tuple[int, int] | None, out_length: int) 
 
 def run_summary(args: argparse.Namespace) -> int:
     from ..model import from_config
+    from ..parity import input_shape
     from ..summary import summary
 
     if (args.checkpoint is None) == (args.preset is None):

@@ -12,7 +12,7 @@ import numpy as np
 from ..config import PRESETS
 from ..errors import UsageError
 from ..io import atomic
-from ..training import data, distributed, loop, recipe, run_config, run_files
+from ..training import data, distributed, recipe, run_config
 from ..training.run_config import DATA_OPTIONS, MODEL_OPTIONS, TRAINING_OPTIONS, data_spec, train_config
 
 
@@ -74,8 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                           f"{default['augment_fraction']})")
     t.add_argument("--label-smoothing", type=float, help=f"default {default['label_smoothing']}")
     t.add_argument("--seed", type=int, help=f"parameter init and data order (default {default['seed']})")
-    t.add_argument("--dtype", choices=tuple(run_config.DTYPES), help="compute dtype; parameters stay float32 (default "
-                                                                f"{default['dtype']})")
+    t.add_argument("--dtype", choices=run_config.COMPUTE_DTYPES,
+                   help=f"compute dtype; parameters stay float32 (default {default['dtype']})")
     t.add_argument("--eval-every", type=int, help=f"test-set metrics every N epochs, and at the end (default: "
                                                   f"{recipe.EVALUATIONS} times a run)")
     t.add_argument("--ckpt-every", type=int, help=f"checkpoint every N epochs, and at the end (default: "
@@ -99,6 +99,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 @distributed.launch  # jax.distributed from the flags above, before any other JAX call
 def run_train(args: argparse.Namespace) -> int:
+    from ..training import loop, run_files
+
     given = vars(args)
     if "resume" in given:
         run_dir = given["resume"]
@@ -137,6 +139,8 @@ def run_train(args: argparse.Namespace) -> int:
 def prepare_run_dir(run_dir: str, overwrite: bool, spec: data.DataSpec) -> None:
     """Refuse to mix a new run into an existing one; --overwrite deletes only what a run writes
     there, and never a directory holding the run's own data files."""
+    from ..training import run_files
+
     if os.path.isdir(run_dir) and not os.listdir(run_dir):
         return
     if not overwrite and os.path.isdir(run_dir) and run_files.RUN_OUTPUT.foreign(Path(run_dir)) is None:

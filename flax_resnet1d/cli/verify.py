@@ -8,19 +8,17 @@ import json
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..config import EncoderConfig
 from ..errors import UsageError
 from ..io import readers
-from ..parity import MIN_FEATURE_LENGTH, input_shape
+from ..parity import MIN_FEATURE_LENGTH
 from .options import add_config_argument, add_key_argument, parse_config
 from .table import format_table
 
 PARITY_DTYPES = ("float32", "float64")
-
-
 # |x| beyond this: squares summed over a length reach float32's 3.4e38 (instance norm statistics)
 MAX_INPUT_MAGNITUDE = 1e15
 
@@ -33,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "parameter) as max|a-b| and max|a-b|/max|b|. Exit 0 if all pass, 1 on a parity failure.")
     verify.add_argument("checkpoint", metavar="CHECKPOINT")
     verify.add_argument("--input", metavar="X.npy|X.npz",
-                        help="also compare on this (B, C, L) array (an .npz: its 'x' entry or its only array)")
+                        help="also compare on this (B, C, L) array, (B, in_length) for a DecoderNet1d with in_length "
+                             "(an .npz: its 'x' entry or its only array)")
     verify.add_argument("--seed", type=int, help="seed of the random input and cotangent (default: fresh, printed)")
     verify.add_argument("--batch", type=int, default=2, help="batch size of the random input (default: 2)")
     verify.add_argument("--length", type=int,
@@ -44,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.set_defaults(func=run_verify)
 
 
-def read_input(path: str, config: EncoderConfig) -> np.ndarray:
-    """A (B, C, L) array from ``.npy`` or ``.npz`` ('x' or the only entry), validated for ``config``."""
+def read_input(path: str, config: Any) -> np.ndarray:
+    """An MDNC-layout input from ``.npy`` or ``.npz`` ('x' or the only entry), validated for ``config``."""
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"--input {path}: " + ("is a directory" if file.is_dir() else "no such file"))
@@ -70,7 +69,7 @@ def _pick_array(file: Path, archive) -> np.ndarray:
     raise UsageError(f"--input {file}: holds {names[:10]}; name the input 'x' or keep one array")
 
 
-def _validated_input(path: str, x: np.ndarray, config: EncoderConfig) -> np.ndarray:
+def _validated_input(path: str, x: np.ndarray, config: Any) -> np.ndarray:
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise UsageError(f"--input {path}: dtype {x.dtype} is not numeric")
     try:
@@ -94,7 +93,7 @@ def run_verify(args: argparse.Namespace) -> int:
         raise UsageError("verify runs the PyTorch reference: pip install 'flax-resnet1d[torch]'") from None
     from tqdm import tqdm
 
-    from ..parity import REFERENCE_ERROR_FACTOR, check_parity
+    from ..parity import REFERENCE_ERROR_FACTOR, check_parity, input_shape
 
     for name in ("batch", "length"):
         if getattr(args, name) is not None and getattr(args, name) < 1:

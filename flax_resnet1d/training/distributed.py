@@ -42,17 +42,32 @@ MAX_HEARTBEAT_INTERVAL = 2.0  # seconds: how soon a peer's reported failure is s
 EXIT_LOST_PROCESS = 1  # a peer died or failed mid-run: not a usage error of this process
 DEFAULT_CONNECT_TIMEOUT = 60.0
 DEFAULT_HEARTBEAT_TIMEOUT = 60.0  # generous: a compile holding the GIL must not read as a dead host
-
-
+# JAX has no public API for its distributed runtime's key-value store and barriers: the client
+# comes from jax._src, known to work with this JAX (the one the tests run with).
+CLIENT_TESTED_JAX = "0.10.2"
+CLIENT_METHODS = ("key_value_set", "blocking_key_value_get", "key_value_dir_get", "wait_at_barrier")
 
 _watchdog: _Watchdog | None = None
 _sequence = 0  # distinguishes the key-value keys of successive agreements within one job
 
 
 def _client():
-    from jax._src import distributed as jax_distributed  # the runtime's client: key-value store and barriers
+    """The distributed runtime's client (None before ``initialize``), read from JAX's private API:
+    ``DistributedError`` naming the JAX version if that API has changed."""
+    import jax
 
-    return jax_distributed.global_state.client
+    try:
+        from jax._src.distributed import global_state
+        client = global_state.client
+    except (ImportError, AttributeError):
+        missing = "jax._src.distributed.global_state.client"
+    else:
+        missing = next((f"the distributed client's {method}()" for method in CLIENT_METHODS
+                        if client is not None and not hasattr(client, method)), None)
+        if missing is None:
+            return client
+    raise DistributedError(f"JAX {jax.__version__} has no {missing}, which training uses to coordinate processes "
+                           f"(known to work with JAX {CLIENT_TESTED_JAX})")
 
 
 def is_multiprocess() -> bool:
@@ -268,6 +283,7 @@ class _Watchdog(threading.Thread):
         super().__init__(name="flax_resnet1d-heartbeat", daemon=True)
         self.timeout, self.interval = timeout, min(timeout / HEARTBEATS_PER_TIMEOUT, MAX_HEARTBEAT_INTERVAL)
         self.me, self.count = _process_index(), _process_count()
+        self.client = _client()  # here, so that a changed JAX API fails in the main thread
         self.own_failure, self.stopping = threading.Event(), threading.Event()
 
     def stop(self) -> None:
@@ -281,18 +297,17 @@ class _Watchdog(threading.Thread):
         others at once, which then stop (when they hit the same error, they exit on their own). Any other
         error in a multi-process run is most often a collective that failed because a peer
         died: wait for the heartbeat to name it (it then ends this process)."""
-        client = _client()
         if not isinstance(error, (UsageError, KeyboardInterrupt)):
             time.sleep(self.timeout + 2 * self.interval)
         self.own_failure.set()
         try:
-            client.key_value_set(f"{KEY_PREFIX}/failed/{self.me}", str(error).splitlines()[0][:300] if str(error)
-                                 else type(error).__name__)
+            self.client.key_value_set(f"{KEY_PREFIX}/failed/{self.me}",
+                                      str(error).splitlines()[0][:300] if str(error) else type(error).__name__)
         except Exception:  # the coordinator is gone: the others learn it from their own heartbeats
             pass
 
     def run(self) -> None:
-        client = _client()
+        client = self.client
         beats, last_seen, failed_peers = 0, {}, set()
         while not self.stopping.is_set():
             beats += 1

@@ -7,24 +7,22 @@ import dataclasses
 import math
 import os
 
-import jax.numpy as jnp
-
 from ..config import EncoderConfig, preset_config
 from ..errors import TrainingError, UsageError
-from . import data, recipe, run_config
+from . import data, recipe
 from .data import DataSpec
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-
-
 SCHEDULES = ("constant", "cosine", "warmup", "warmup_cosine")
-
-
 AUGMENTATIONS = ("none", "shift")
+COMPUTE_DTYPES = ("float32", "bfloat16")  # names only: the command line reads this module without JAX
 
 
-DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # compute dtype; parameters stay float32
+def compute_dtype(name: str):
+    """The model's ``dtype`` for a compute dtype name: None for float32 (the parameters' own)."""
+    import jax.numpy as jnp
 
+    return {"float32": None, "bfloat16": jnp.bfloat16}[name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +66,7 @@ class TrainConfig:
         if not (math.isfinite(self.augment_fraction) and 0 < self.augment_fraction <= 1):
             raise TrainingError(f"augment_fraction must be a finite number in (0, 1], got {self.augment_fraction}")
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
-                                     ("dtype", self.dtype, tuple(DTYPES)), ("augment", self.augment, AUGMENTATIONS)):
+                                     ("dtype", self.dtype, COMPUTE_DTYPES), ("augment", self.augment, AUGMENTATIONS)):
             if value not in choices:
                 raise TrainingError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
         if not (math.isfinite(self.lr) and self.lr > 0):  # inf trains to NaN
@@ -89,23 +87,18 @@ class TrainConfig:
 
 PRESET_KERNEL_SIZE = 3  # the MDNC presets' own
 
-
 TRAINING_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "warmup_epochs", "momentum",
                     "weight_decay", "augment", "shift", "augment_fraction", "label_smoothing", "seed", "dtype",
                     "eval_every", "ckpt_every", "keep")
-
-
 DATA_OPTIONS = ("dataset", "test_data", "test_fraction", "layout", "normalize")
-
-
 MODEL_OPTIONS = ("preset", "channel", "layers", "block", "kernel_size")
 
 
-def train_config(given: dict, spec: data.DataSpec, dataset: data.Dataset) -> run_config.TrainConfig:
+def train_config(given: dict, spec: data.DataSpec, dataset: data.Dataset) -> TrainConfig:
     """The run's settings: the options given (argparse names), the recipe for the others."""
     options = {k: given[k] for k in TRAINING_OPTIONS if k in given}
     training = recipe.training(dataset.x_train, dataset.y_train, options)
-    return run_config.TrainConfig(model_config(given, dataset), spec, **training)
+    return TrainConfig(model_config(given, dataset), spec, **training)
 
 
 def data_spec(given: dict) -> data.DataSpec:

@@ -11,7 +11,9 @@ every process time-limited and killed in a ``finally``) on a tiny network and da
   checkpoint were added) ends bit-identical to an uninterrupted 2-process run;
 - bad setups exit 2 with one line: unreachable coordinator, --process-id out of range (and
   other malformed cluster flags, a busy coordinator port), processes with other arguments or
-  data, a batch the devices do not divide, one process failing alone.
+  data, a batch the devices do not divide, one process failing alone;
+- JAX's private client API (key-value store, barriers) gone or changed: one ``DistributedError``
+  naming the JAX version and what is missing.
 """
 
 from __future__ import annotations
@@ -27,17 +29,20 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import jax
+import jax._src.distributed as jax_distributed
 import pytest
 from flax.traverse_util import flatten_dict
 from train_helpers import (assert_same_state, corrupt_files, dead_shortcut_biases, save_npz, synthetic_dataset,
                            without_timing)
 
 from flax_resnet1d import cli
+from flax_resnet1d.errors import DistributedError
 from flax_resnet1d.parity import relative_error
-from flax_resnet1d.training import run_files, steps
+from flax_resnet1d.training import distributed, run_files, steps
 
 EPOCHS = 3
 TOLERANCE = 1e-5  # max|a-b|/max|b|: epoch losses, each parameter tensor, eval losses (float32)
@@ -265,3 +270,28 @@ def test_bad_setup_stops_every_process(first, second, message, data_dir, tmp_pat
     for error in errors:
         assert message in error and len(error.strip().splitlines()) == 1, error
     assert not (run_dir / run_files.CHECKPOINT_DIR).is_dir() or not os.listdir(run_dir / run_files.CHECKPOINT_DIR)
+
+
+def test_the_private_client_api_is_the_tested_one():
+    assert distributed._client() is None  # this process never starts jax.distributed
+    assert jax.__version__ == distributed.CLIENT_TESTED_JAX, (
+        f"JAX {jax.__version__} is installed; once this file passes with it, set CLIENT_TESTED_JAX to it")
+
+
+@pytest.mark.parametrize("global_state, missing", [
+    (None, "jax._src.distributed.global_state.client"),
+    (types.SimpleNamespace(), "jax._src.distributed.global_state.client"),
+    (types.SimpleNamespace(client=types.SimpleNamespace(
+        **dict.fromkeys(("key_value_set", "blocking_key_value_get", "wait_at_barrier"), print))),
+     "the distributed client's key_value_dir_get()"),
+], ids=["no global_state", "no client", "no key_value_dir_get"])
+def test_a_changed_private_client_api_is_one_clear_error(global_state, missing, monkeypatch):
+    if global_state is None:
+        monkeypatch.delattr(jax_distributed, "global_state")
+    else:
+        monkeypatch.setattr(jax_distributed, "global_state", global_state)
+    for use in (distributed._client, distributed.is_multiprocess, lambda: distributed.check_same_setup({})):
+        with pytest.raises(DistributedError) as error:
+            use()
+        assert str(error.value) == (f"JAX {jax.__version__} has no {missing}, which training uses to coordinate "
+                                    f"processes (known to work with JAX {distributed.CLIENT_TESTED_JAX})")

@@ -3,7 +3,7 @@
     python benchmarks/accuracy.py [--datasets GunPoint ArrowHead ...] [--seeds 0 1 2] [--epochs-scale 2]
 
 For each data set: train once per seed exactly as ``flax-resnet1d train --dataset NAME --seed S``
-does with no other flag (``commands_train.train_config``: the settings of ``flax_resnet1d.recipe``),
+does with no other flag (``run_config.train_config``: the settings of ``training.recipe``),
 and report the test accuracy of the last epoch (nothing is selected on the test set) as mean +- std
 (population) over the seeds, with the wall time per run. Writes ``benchmarks/results/accuracy.json``,
 ``accuracy.md`` and ``accuracy.png`` (bars and every run's learning curve), and each set's seed-0

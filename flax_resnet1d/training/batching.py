@@ -45,9 +45,8 @@ def augmentation(config: TrainConfig, epoch: int) -> Augmentation | None:
 
     ``shift``: each series moves by a random whole number of steps, at most ``shift`` of its
     length either way, the vacated steps repeating the series' first or last value (zeros would
-    put a level step into it: ItalyPowerDemand lost 0.6 points to zero-filling). Its length,
-    frequencies and amplitudes stay as they are, so the step compiles once and evaluation sees
-    what training saw.
+    put a level step into it). Its length, frequencies and amplitudes stay as they are, so the
+    step compiles once and evaluation sees what training saw.
 
     Only the first ``augment_fraction`` of the epochs are augmented; the rest, at the low end of
     the schedule, fit the series as they are.

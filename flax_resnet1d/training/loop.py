@@ -1,9 +1,10 @@
-"""The training loop: ``fit`` (new or resumed run) and evaluation, in the style of Flax's ResNet
-example: pure steps jit-compiled once at the edge, plain Python around them.
+"""The training loop: ``fit`` (a new or resumed run) and ``evaluate``, in the style of Flax's
+ResNet example: the pure steps of ``steps``, compiled once at the edge, plain Python around them.
 
-Determinism and exact resume: the only randomness is the parameter init (``seed``), the data
-order and the shifts, drawn from ``(seed, epoch)``; a checkpoint needs only the state and the
-epoch. Several processes (``jax.distributed``, see ``distributed``) share one mesh."""
+A resumed run replays the uninterrupted one exactly: the only randomness is the parameter init
+and each epoch's data order and shifts, drawn from ``(seed, epoch)``, so a checkpoint needs only
+the state and the epoch. With several processes (``distributed``) all train over one mesh and
+take part in each checkpoint; process 0 alone writes the run's other files."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import math
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
+import optax
 from jax.sharding import Mesh
 
 from ..config import EncoderConfig
@@ -99,9 +102,37 @@ def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = F
     With ``resume``, continue from the newest readable checkpoint: the result is bit-identical
     to an uninterrupted run, and ``metrics.jsonl`` is rewritten to the restored history first.
     """
-    from tqdm.auto import tqdm
+    run = _open_run(config, dataset, run_dir, resume, mesh if mesh is not None else data_parallel_mesh())
+    state, history, resumed_from = _start_or_resume(run, resume)
+    state, start_epoch = replicate(state, run.mesh), resumed_from or 0
+    finished = start_epoch >= run.config.epochs
+    train_fn, eval_fn, compile_seconds = (None, None, 0.0) if finished else _compiled_steps(run, state)
+    state = _train_epochs(run, train_fn, eval_fn, state, history, start_epoch, progress)
+    _finish(run, history)
+    return FitResult(state, history, compile_seconds, resumed_from)
 
-    mesh = mesh if mesh is not None else data_parallel_mesh()
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """A run checked against its data and directory: what each part of ``fit`` reads."""
+
+    config: TrainConfig  # with the data's digest, as config.json records it
+    dataset: Dataset  # as the network takes it (``model_inputs``)
+    run_dir: str
+    mesh: Mesh
+    manager: Any  # Orbax CheckpointManager over run_dir/checkpoints
+    steps_per_epoch: int
+    schedule: optax.Schedule
+
+    @property
+    def writer(self) -> bool:
+        """Process 0 alone writes the run's files."""
+        return jax.process_index() == 0
+
+
+def _open_run(config: TrainConfig, dataset: Dataset, run_dir: str, resume: bool, mesh: Mesh) -> _Run:
+    """Check that config, data, devices and run directory fit together (a new run: no
+    checkpoints yet; a resumed one: the same config and data), and open the checkpoints."""
     stored = load_config(run_dir) if resume and os.path.isfile(os.path.join(run_dir, CONFIG_FILE)) else None
     if stored is not None:  # DataError if the data changed since the run started (runs before digests: unchecked)
         data.with_digest(stored.data, dataset)
@@ -109,14 +140,7 @@ def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = F
     dataset = model_inputs(dataset, config.model)
     distributed.check_same_setup(config.to_dict())
     check_batch_size(config.batch_size, mesh)
-    if (dataset.in_planes, dataset.num_classes) != (config.model.in_planes, config.model.out_length):
-        raise TrainingError(f"data set {dataset.name} has {dataset.in_planes} channels and {dataset.num_classes} "
-                            f"classes but the model takes {config.model.in_planes} and outputs {config.model.out_length}")
-    try:
-        config.model.feature_length(dataset.length)  # a clear error before tracing
-    except ValueError as e:
-        raise TrainingError(f"data set {dataset.name}: {e}") from None
-    writer = jax.process_index() == 0
+    _check_model_takes(config, dataset)
     manager = checkpoint_manager(run_dir, config.keep)
     if not resume and manager.all_steps():
         raise TrainingError(f"{run_dir} already holds checkpoints of a run; resume it or use another directory")
@@ -124,59 +148,104 @@ def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = F
                                                   ) != config:
         raise TrainingError(f"cannot resume {run_dir} with another configuration than its {CONFIG_FILE}")
     steps_per_epoch = math.ceil(len(dataset.y_train) / config.batch_size)
-    state = create_state(config, dataset.in_planes, dataset.length, steps_per_epoch)
-    if writer:
-        save_config(run_dir, config)
-    history, start_epoch, resumed_from = [], 0, None
+    return _Run(config, dataset, run_dir, mesh, manager, steps_per_epoch, make_schedule(config, steps_per_epoch))
+
+
+def _check_model_takes(config: TrainConfig, dataset: Dataset) -> None:
+    """TrainingError unless the network takes the data's channels, classes and length."""
+    if (dataset.in_planes, dataset.num_classes) != (config.model.in_planes, config.model.out_length):
+        raise TrainingError(f"data set {dataset.name} has {dataset.in_planes} channels and {dataset.num_classes} "
+                            f"classes but the model takes {config.model.in_planes} and outputs {config.model.out_length}")
+    try:
+        config.model.feature_length(dataset.length)  # a clear error before tracing
+    except ValueError as e:
+        raise TrainingError(f"data set {dataset.name}: {e}") from None
+
+
+def _start_or_resume(run: _Run, resume: bool) -> tuple[TrainState, list[dict], int | None]:
+    """(state, history, epoch resumed from): the initial state, or with ``resume`` the newest
+    readable checkpoint's. Writes config.json, and metrics.jsonl as the history so far."""
+    state = create_state(run.config, run.dataset.in_planes, run.dataset.length, run.steps_per_epoch)
+    if run.writer:
+        save_config(run.run_dir, run.config)
+    history, resumed_from = [], None
     if resume:
-        restored = restore_checkpoint(manager, run_dir, replicate(state, mesh), quarantine=True)
+        restored = restore_checkpoint(run.manager, run.run_dir, replicate(state, run.mesh), quarantine=True)
         if restored is None:
-            log.warning("warning: %s has no readable checkpoint; starting from epoch 1", run_dir)
+            log.warning("warning: %s has no readable checkpoint; starting from epoch 1", run.run_dir)
         else:
             state, meta = restored
-            history, start_epoch = meta["history"], meta["epoch"]
-            resumed_from = start_epoch
-    if writer:  # metrics.jsonl = the restored history (drops lines of epochs after the checkpoint)
-        atomic_write_text(os.path.join(run_dir, METRICS_FILE), "".join(json.dumps(h) + "\n" for h in history))
+            history, resumed_from = meta["history"], meta["epoch"]
+    if run.writer:  # drops the lines of epochs after the checkpoint
+        atomic_write_text(os.path.join(run.run_dir, METRICS_FILE), "".join(json.dumps(h) + "\n" for h in history))
+    return state, history, resumed_from
 
-    state, compile_seconds = replicate(state, mesh), 0.0
-    if start_epoch < config.epochs:  # compiled ahead of time, once: other shapes would raise, not retrace
-        example = next(sharded_batches(dataset.x_train, dataset.y_train, np.arange(1), config.batch_size, mesh))
-        start = time.perf_counter()
-        train_fn = jit_train_step(mesh, config.label_smoothing).lower(state, example).compile()
-        eval_fn = jit_eval_step(mesh).lower(state, example).compile()
-        compile_seconds = time.perf_counter() - start
-    schedule = make_schedule(config, steps_per_epoch)
-    bar = tqdm(total=config.epochs, initial=start_epoch, desc=dataset.name, unit="epoch",
-               disable=None if progress and writer else True)  # None: only on a terminal
+
+def _compiled_steps(run: _Run, state: TrainState) -> tuple[Callable, Callable, float]:
+    """(train step, eval step, seconds to compile them), compiled ahead of time for the run's
+    batches: compiled once, as other shapes would raise, not retrace."""
+    example = next(sharded_batches(run.dataset.x_train, run.dataset.y_train, np.arange(1), run.config.batch_size,
+                                   run.mesh))
+    start = time.perf_counter()
+    train_fn = jit_train_step(run.mesh, run.config.label_smoothing).lower(state, example).compile()
+    eval_fn = jit_eval_step(run.mesh).lower(state, example).compile()
+    return train_fn, eval_fn, time.perf_counter() - start
+
+
+def _train_epochs(run: _Run, train_fn: Callable | None, eval_fn: Callable | None, state: TrainState,
+                  history: list[dict], start_epoch: int, progress: bool) -> TrainState:
+    """The epochs after ``start_epoch``, each appended to ``history`` and saved, under a progress bar."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=run.config.epochs, initial=start_epoch, desc=run.dataset.name, unit="epoch",
+               disable=None if progress and run.writer else True)  # None: only on a terminal
     shown_test = None
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        start = time.perf_counter()
-        state, train_loss, train_accuracy = train_epoch(train_fn, state, dataset, config, epoch, mesh)
-        train_seconds = time.perf_counter() - start
-        if not math.isfinite(train_loss):
-            raise TrainingError(f"the training loss is {train_loss} in epoch {epoch}: the run diverged (lr "
-                                f"{config.lr}, {config.optimizer}); lower --lr or use a warm-up schedule")
-        record = {"epoch": epoch, "step": epoch * steps_per_epoch, "lr": float(schedule(epoch * steps_per_epoch - 1)),
-                  "train_loss": train_loss, "train_accuracy": train_accuracy}
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
-            test = evaluate(eval_fn, state, dataset.x_test, dataset.y_test, config.batch_size, mesh)
-            record.update(test_loss=test.loss, test_accuracy=test.accuracy)
-        record.update(epoch_time_s=round(time.perf_counter() - start, 4),
-                      step_time_ms=round(1e3 * train_seconds / steps_per_epoch, 3))
+    for epoch in range(start_epoch + 1, run.config.epochs + 1):
+        state, record = _run_epoch(run, train_fn, eval_fn, state, epoch)
         history.append(record)
-        if writer:
-            append_text(os.path.join(run_dir, METRICS_FILE), json.dumps(record) + "\n")
-        if epoch % config.ckpt_every == 0 or epoch == config.epochs:
-            save_checkpoint(manager, epoch, state, history)
+        _save_epoch(run, epoch, state, history)
         shown_test = record.get("test_accuracy", shown_test)  # the last evaluation's
-        bar.set_postfix(loss=f"{train_loss:.4f}", train_acc=f"{train_accuracy:.3f}",
+        bar.set_postfix(loss=f"{record['train_loss']:.4f}", train_acc=f"{record['train_accuracy']:.3f}",
                         **({} if shown_test is None else {"test_acc": f"{shown_test:.3f}"}))
         bar.update(1)
     bar.close()
-    manager.close()
-    if writer and history:
-        plot_learning_curve(history, os.path.join(run_dir, CURVE_FILE), f"{dataset.name}: {config.model.block} "
-                            f"{list(config.model.layers)} x{config.model.channel}, {config.optimizer} lr {config.lr}")
-    return FitResult(state, history, compile_seconds, resumed_from)
+    return state
 
+
+def _run_epoch(run: _Run, train_fn: Callable, eval_fn: Callable, state: TrainState, epoch: int
+               ) -> tuple[TrainState, dict]:
+    """One epoch of training, and the test set's metrics every ``eval_every`` epochs and at the
+    end: (state, the epoch's metrics.jsonl record)."""
+    config, dataset = run.config, run.dataset
+    start = time.perf_counter()
+    state, train_loss, train_accuracy = train_epoch(train_fn, state, dataset, config, epoch, run.mesh)
+    train_seconds = time.perf_counter() - start
+    if not math.isfinite(train_loss):
+        raise TrainingError(f"the training loss is {train_loss} in epoch {epoch}: the run diverged (lr "
+                            f"{config.lr}, {config.optimizer}); lower --lr or use a warm-up schedule")
+    step = epoch * run.steps_per_epoch
+    record = {"epoch": epoch, "step": step, "lr": float(run.schedule(step - 1)), "train_loss": train_loss,
+              "train_accuracy": train_accuracy}
+    if epoch % config.eval_every == 0 or epoch == config.epochs:
+        test = evaluate(eval_fn, state, dataset.x_test, dataset.y_test, config.batch_size, run.mesh)
+        record.update(test_loss=test.loss, test_accuracy=test.accuracy)
+    record.update(epoch_time_s=round(time.perf_counter() - start, 4),
+                  step_time_ms=round(1e3 * train_seconds / run.steps_per_epoch, 3))
+    return state, record
+
+
+def _save_epoch(run: _Run, epoch: int, state: TrainState, history: list[dict]) -> None:
+    """The epoch's line of metrics.jsonl, and its checkpoint every ``ckpt_every`` epochs and at the end."""
+    if run.writer:
+        append_text(os.path.join(run.run_dir, METRICS_FILE), json.dumps(history[-1]) + "\n")
+    if epoch % run.config.ckpt_every == 0 or epoch == run.config.epochs:
+        save_checkpoint(run.manager, epoch, state, history)
+
+
+def _finish(run: _Run, history: list[dict]) -> None:
+    """Close the checkpoints and plot the learning curve."""
+    run.manager.close()
+    config = run.config
+    if run.writer and history:
+        plot_learning_curve(history, os.path.join(run.run_dir, CURVE_FILE), f"{run.dataset.name}: {config.model.block} "
+                            f"{list(config.model.layers)} x{config.model.channel}, {config.optimizer} lr {config.lr}")

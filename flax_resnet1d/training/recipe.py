@@ -1,9 +1,9 @@
 """The default recipe: every setting of ``flax-resnet1d train`` a user leaves out.
 
 Chosen once for all data sets, from the training split only (its size, and whether a shift
-changes its classes), never from test data;
-README "Training recipe" gives the measurements behind each choice. Framework-free, like
-``plan``: the CLI and ``benchmarks/accuracy.py`` read it, and ``config.json`` records what it chose.
+changes its classes), never from test data; docs/recipe.md gives the measurements behind each
+choice. Framework-free, like ``plan``: ``run_config.train_config`` applies it for the CLI and the
+benchmarks, and ``config.json`` records what it chose.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def class_changed_by_shift(x: np.ndarray, y: np.ndarray) -> tuple[int, int] | No
     Such a pair means the classes differ in timing (ItalyPowerDemand's winter and summer days),
     so the shifts would teach the network to ignore what tells them apart; the recipe then trains
     without them. One step is the smallest move a shift makes; a larger one blurs the means into
-    each other even where the shifts help (GunPoint's cross past 9 steps).
+    each other even where the shifts help.
     """
     ratios, nearest = shift_margins(x, y)
     classes = np.unique(y)

@@ -23,21 +23,14 @@ from .steps import TrainState, create_state
 
 log = logging.getLogger(__name__)
 
-
 TIMING_KEYS = ("epoch_time_s", "step_time_ms")  # the only metrics that differ between identical runs
-
-
 CONFIG_FILE, METRICS_FILE, CURVE_FILE = "config.json", "metrics.jsonl", "learning_curve.png"
-
-
 CHECKPOINT_DIR, CORRUPT_DIR = "checkpoints", "corrupt_checkpoints"
-
-
 # Everything a run writes in its directory (temporaries end in .tmp-<pid>): `train --out
 # --overwrite` replaces a directory holding only these, with config.json, and nothing else.
 RUN_OUTPUT = atomic.OwnOutput("a run directory", entries=(CONFIG_FILE, METRICS_FILE, CURVE_FILE, CHECKPOINT_DIR,
-                                                                 CORRUPT_DIR, "*.tmp-*"), required=CONFIG_FILE,
-                                     makes_parents=True)
+                                                          CORRUPT_DIR, "*.tmp-*"), required=CONFIG_FILE,
+                              makes_parents=True)
 
 
 def atomic_write_text(path: str, text: str) -> None:

@@ -18,16 +18,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ..errors import TrainingError
 from ..model import EncoderNet1d, from_config
-from .run_config import DTYPES, OPTIMIZERS, TrainConfig
+from .run_config import OPTIMIZERS, TrainConfig, compute_dtype
 
 TrainState = train_state.TrainState  # step, apply_fn, params, tx, opt_state
-
-
 Batch = dict[str, Any]  # x (B, L, C), y (B,) int32, mask (B,) float32: 0 marks padding rows
 
 
 def build_model(config: TrainConfig) -> EncoderNet1d:
-    return from_config(config.model, dtype=DTYPES[config.dtype])
+    return from_config(config.model, dtype=compute_dtype(config.dtype))
 
 
 def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
@@ -43,7 +41,8 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
 
 def make_optimizer(name: str, learning_rate: float | optax.Schedule, momentum: float = 0.9,
                    weight_decay: float = 1e-2) -> optax.GradientTransformation:
-    """optax optimizers with exactly torch.optim's update rules (checked by parity_tests/test_train_torch.py).
+    """optax optimizers with exactly torch.optim's update rules (checked by
+    parity_tests/training/test_train_torch.py).
 
     - ``adam`` = ``torch.optim.Adam(betas=(0.9, 0.999), eps=1e-8)``: both add eps to the
       bias-corrected ``sqrt(v_hat)``.
@@ -66,7 +65,7 @@ def create_state(config: TrainConfig, in_planes: int, length: int, steps_per_epo
     model = build_model(config)
     key, x = jax.random.key(config.seed), jnp.zeros((1, length, in_planes), jnp.float32)
     # One compilation instead of eager op-by-op dispatch, and without XLA's optimizations: init
-    # runs once, and optimizing its threefry code takes ~7x longer (11 s vs 1.6 s) than this.
+    # runs once, and optimizing its threefry code takes far longer than running it unoptimized.
     init = jax.jit(model.init).lower(key, x).compile({"xla_backend_optimization_level": 0})
     params = init(key, x)["params"]
     tx = make_optimizer(config.optimizer, make_schedule(config, steps_per_epoch), config.momentum, config.weight_decay)
@@ -74,13 +73,18 @@ def create_state(config: TrainConfig, in_planes: int, length: int, steps_per_epo
     return TrainState.create(apply_fn=model.apply, params=params, tx=tx).replace(step=jnp.zeros((), jnp.int32))
 
 
+def float32_state(config: TrainConfig, state: TrainState) -> TrainState:
+    """The same parameters applied in float32 (a bfloat16 run's weights, evaluated as PyTorch would)."""
+    return state.replace(apply_fn=from_config(config.model).apply)
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
     """Mean softmax cross-entropy over the rows with ``mask`` 1 (as torch's F.cross_entropy,
     ``label_smoothing`` included)."""
     logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    if label_smoothing:  # targets (1 - e) one_hot + e / K, from the integer labels: a one-hot made the
-        # spec model's B=32 float32 step 24% slower on XLA:CPU (237 vs 190 ms)
+    if label_smoothing:  # targets (1 - e) one_hot + e / K, from the integer labels: a one-hot array
+        # makes the step slower on XLA:CPU
         uniform = jax.nn.logsumexp(logits, axis=-1) - jnp.mean(logits, axis=-1)  # mean over k of -log p_k
         losses = (1 - label_smoothing) * losses + label_smoothing * uniform
     return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1)
@@ -132,7 +136,7 @@ def state_donation(platform: str) -> tuple[int, ...]:
     """``donate_argnums`` for a jitted ``train_step`` on ``platform``: the state on accelerators,
     where it halves the state's memory; nothing on CPU, where XLA then copies every donated
     parameter before the step (or, without those copies, orders the in-place update after all
-    its reads) and the spec model's B=32 step takes ~10 ms longer (160 vs 150 ms)."""
+    its reads), which makes the step slower."""
     return () if platform == "cpu" else (0,)
 
 
@@ -154,9 +158,3 @@ def replicate(state: TrainState, mesh: Mesh) -> TrainState:
     device array onto devices of several processes builds arrays Orbax cannot save (jax 0.10.2)."""
     replicated = shardings(mesh)[0]
     return jax.tree.map(lambda a: jax.make_array_from_process_local_data(replicated, np.asarray(a)), state)
-
-
-def float32_state(config: TrainConfig, state: TrainState) -> TrainState:
-    """The same parameters applied in float32 (a bfloat16 run's weights, evaluated as PyTorch would)."""
-    return state.replace(apply_fn=from_config(config.model).apply)
-

@@ -1,4 +1,4 @@
-"""The default recipe (``flax_resnet1d.recipe``) and its training pieces: random shifts, label
+"""The default recipe (``flax_resnet1d.training.recipe``) and its training pieces: random shifts, label
 smoothing, the step budget; and ``train`` with no tuning flag on small and odd data."""
 
 from __future__ import annotations

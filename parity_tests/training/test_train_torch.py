@@ -1,7 +1,7 @@
 """Training parity with PyTorch: from the same weights and batches, K optax steps through
-``train.train_step`` equal K ``torch.optim`` steps on ``torch_ref``, in float64.
+``steps.train_step`` equal K ``torch.optim`` steps on ``torch_ref``, in float64.
 
-Semantics pinned here (see ``train.make_optimizer``): torch SGD momentum (dampening 0, no
+Semantics pinned here (see ``steps.make_optimizer``): torch SGD momentum (dampening 0, no
 nesterov) is optax's trace; Adam's eps is added to the bias-corrected sqrt(v) in both;
 AdamW's decay is decoupled, p -= lr * wd * p, on every parameter.
 

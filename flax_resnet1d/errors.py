@@ -1,5 +1,6 @@
 """The errors a user can cause: one base class, ``UsageError``, that the command line reports as
-one line and exit code 2; library callers catch it (or ``ValueError``, which most also are)."""
+one line and exit code 2; library callers catch it (or ``ValueError``, which most also are).
+``first_line`` quotes a library's exception inside such a line."""
 
 
 class UsageError(Exception):
@@ -20,3 +21,10 @@ class TrainingError(UsageError, ValueError):
 
 class DistributedError(UsageError):
     """A multi-process setup that cannot work (coordinator, process ids, differing data)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s text (its type's name if it has none), at most 300 characters:
+    a library's message quoted inside one of our one-line errors."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:300]

@@ -14,13 +14,13 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import EncoderConfig
-from ..errors import CheckpointError
+from ..config import config_from_dict
+from ..errors import CheckpointError, first_line
 from .formats import CONTENT, ORBAX_ENTRIES, output_format, sniff
-from .readers import first_line
 
 # strerror -> errno of the OS errors a write can meet, to recognise them inside library messages.
 _WRITE_ERRNOS = {os.strerror(code): code for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS,
@@ -87,7 +87,7 @@ class OwnOutput:
         if not self.entries:
             if not path.is_file():
                 return "it is a directory" if path.is_dir() else "it is not a regular file"
-            kind = "config" if "config" in self.contents and _reads_as_config(path) else sniff(path)
+            kind = "config" if "config" in self.contents and _is_config_file(path) else sniff(path)
             return None if kind in self.contents else f"it {CONTENT[kind]}"
         if not path.is_dir():
             return "it is a file, not a directory"
@@ -136,9 +136,13 @@ def check_output(path: str | os.PathLike, overwrite: bool, own: OwnOutput | None
             raise CheckpointError(f"{path}: not replaced: it holds the input {source}")
 
 
-def _reads_as_config(path: Path) -> bool:
+def _is_config_file(path: Path) -> bool:
+    """Whether ``path`` holds the config of any architecture of the family, as ``save_flax`` writes
+    it (a config's warnings are for whoever loads it, not for this check)."""
     try:
-        EncoderConfig.from_dict(json.loads(path.read_text()))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            config_from_dict(json.loads(path.read_text()))
     except (OSError, ValueError, TypeError, AttributeError):
         return False
     return True

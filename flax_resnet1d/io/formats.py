@@ -8,7 +8,7 @@ read, and the Orbax settings both directions use.
 - Flax Orbax checkpoint: a directory (any other name) holding the variables, with ``config.json``
   inside.
 
-Only numpy is imported here; orbax is imported when a format needs it.
+Only the standard library is imported here; orbax is imported when a format needs it.
 """
 
 from __future__ import annotations
@@ -169,14 +169,9 @@ def msgpack_config_path(path: str | os.PathLike) -> Path:
 
 
 def orbax_checkpointer():
-    """Synchronous Orbax checkpointer without compression.
-
-    Measured in benchmarks/convert_speed.py (fresh processes, encnet32, 55 MiB): the default
-    StandardCheckpointer (async, zstd) saves in ~0.5 s and restores in ~0.2 s; synchronous
-    and uncompressed, ~0.25 s and ~0.1 s. zstd gains 7% on float weights at most of the
-    cost, and the async machinery only adds threads when the caller waits for the write
-    anyway. The format stays Orbax's default (OCDBT, zarr2), so Orbax itself restores it.
-    """
+    """Synchronous Orbax checkpointer without compression: faster than the default (async, zstd)
+    both ways, as float weights barely compress and every caller waits for the write; the
+    on-disk format stays Orbax's default (OCDBT, zarr2), which Orbax itself restores."""
     import orbax.checkpoint as ocp
 
     return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False))
@@ -186,13 +181,11 @@ def orbax_checkpointer():
 def quiet_orbax_failures() -> Iterator[None]:
     """Keep a failed Orbax read or write to the one error it raises.
 
-    While the block runs, Orbax's own error logs (each failing worker thread logs the whole
-    traceback through absl) are held back. And Orbax reads and writes all arrays concurrently;
-    when one fails it closes its event loop while tensorstore still finishes the others. Later,
-    their callbacks hit the closed loop ("Exception ignored ... Event loop is closed") and their
-    tasks are collected with errors nobody retrieved ("Task exception was never retrieved"),
-    both printed on stderr, some after the call has returned: hooks installed once drop exactly
-    those two.
+    While the block runs, Orbax's absl error logs (a whole traceback per failing worker thread)
+    are held back. Orbax handles all arrays concurrently and closes its event loop at the first
+    failure, so tensorstore's later callbacks print "Event loop is closed" and "Task exception
+    was never retrieved" on stderr, some after the call returned: hooks installed once drop
+    exactly those two.
     """
     previous = sys.unraisablehook
     if not getattr(previous, "drops_orbax_noise", False):

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from .. import port
-from ..config import EncoderConfig, coerce_config, config_from_dict
-from ..errors import CheckpointError
+from ..config import coerce_config, config_from_dict
+from ..errors import CheckpointError, first_line
 from .formats import (CONFIG_NAME, FORMAT_NAMES, TORCH_FORMATS, expect_content, input_format, msgpack_config_path,
                       orbax_checkpointer, quiet_orbax_failures)
 
@@ -44,23 +44,26 @@ MAX_ZIP_EXPANSION = 10
 
 
 # -- reading -------------------------------------------------------------------------------
-def load_state_dict(path: str | os.PathLike, key: str | None = None,
-                    allow_nonfinite: bool = False) -> dict[str, np.ndarray]:
+def load_state_dict(path: str | os.PathLike, key: str | None = None, allow_nonfinite: bool = False,
+                    config: Any = None) -> dict[str, np.ndarray]:
     """MDNC state dict (numpy arrays, in MDNC key order) from a ``.pt``/``.pth``/``.safetensors`` file.
 
     Accepts a bare state dict or a training dict such as ``{'model': sd, 'optimizer': ...,
-    'epoch': 3}``, where the state dict is the one entry matching EncoderNet1d or ``key``;
-    strips a ``module.`` prefix. Validated against EncoderNet1d (keys and shapes).
+    'epoch': 3}``, where the state dict is ``key``'s entry, else the one entry that is a state
+    dict of ``config``'s network (a family config or its dict), else of any network of the family;
+    strips a ``module.`` prefix. Validated (keys and shapes) against ``config``, else against the
+    network its weights imply (a DecoderNet1d or a block needs ``config``: see ``port.infer_config``).
     """
-    return _read_state_dict(Path(path), key, allow_nonfinite, None)[0]
+    path = Path(path)
+    return _read_state_dict(path, key, allow_nonfinite, None if config is None else _coerce_config(config, path))[0]
 
 
 def load_checkpoint(path: str | os.PathLike, key: str | None = None, allow_nonfinite: bool = False,
-                    config: EncoderConfig | dict | None = None) -> tuple[dict[str, np.ndarray], EncoderConfig]:
-    """Any supported checkpoint -> (MDNC state dict of numpy arrays, config).
+                    config: Any = None) -> tuple[dict[str, np.ndarray], Any]:
+    """Any supported checkpoint -> (MDNC state dict of numpy arrays, its family config).
 
-    The config comes from ``config`` (checked against the weights), else from a Flax
-    checkpoint's config file, else from the weights alone.
+    The config comes from ``config`` (a family config or its dict, checked against the weights),
+    else from a Flax checkpoint's config file, else from the weights alone.
     """
     path = Path(path)
     config = None if config is None else _coerce_config(config, path)
@@ -74,7 +77,8 @@ def load_checkpoint(path: str | os.PathLike, key: str | None = None, allow_nonfi
     return state_dict, config
 
 
-def _coerce_config(config: EncoderConfig | dict, path: Path) -> EncoderConfig:
+def _coerce_config(config: Any, path: Path) -> Any:
+    """A family config, or its dict read as one; a CheckpointError naming ``path`` if invalid."""
     try:
         return coerce_config(config)
     except (TypeError, ValueError) as e:
@@ -90,7 +94,7 @@ def checked(path: Path, fn: Callable, *args):
 
 
 def _read_state_dict(path: Path, key: str | None, allow_nonfinite: bool,
-                     config: EncoderConfig | None) -> tuple[dict[str, np.ndarray], EncoderConfig]:
+                     config: Any) -> tuple[dict[str, np.ndarray], Any]:
     fmt = input_format(path)
     if fmt not in TORCH_FORMATS:
         raise CheckpointError(f"{path}: is {FORMAT_NAMES[fmt]}, expected a .pt/.pth/.safetensors state dict")
@@ -154,18 +158,14 @@ def _safetensors_load(path: Path) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({first_line(e)})") from None
 
 
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:300]
-
-
 def _is_state_dict(value: Any) -> bool:
     """A non-empty mapping of names to arrays/tensors."""
     return (isinstance(value, Mapping) and bool(value)
             and all(isinstance(k, str) and hasattr(v, "shape") and hasattr(v, "dtype") for k, v in value.items()))
 
 
-def _matches(state_dict: Mapping, config: EncoderConfig | None) -> bool:
+def _matches(state_dict: Mapping, config: Any) -> bool:
+    """Whether ``state_dict`` is one of ``config``'s network (None: of any network its keys imply)."""
     try:
         sd = port.strip_prefix(state_dict)
         port.infer_config(sd) if config is None else port.check_state_dict(sd, config)
@@ -174,8 +174,8 @@ def _matches(state_dict: Mapping, config: EncoderConfig | None) -> bool:
     return True
 
 
-def _select_state_dict(path: Path, tree: Any, key: str | None, config: EncoderConfig | None) -> Mapping:
-    """The state dict in a bare state dict or a training checkpoint dict."""
+def _select_state_dict(path: Path, tree: Any, key: str | None, config: Any) -> Mapping:
+    """The state dict in a bare state dict or a training checkpoint dict (see ``load_state_dict``)."""
     if key is not None:
         if not isinstance(tree, Mapping) or key not in tree:
             entries = ", ".join(map(repr, list(tree)[:10])) if isinstance(tree, Mapping) else type(tree).__name__
@@ -192,12 +192,13 @@ def _select_state_dict(path: Path, tree: Any, key: str | None, config: EncoderCo
     if len(matching) == 1:
         return tree[matching[0]]
     entries = ", ".join(f"{k!r} ({_describe(v)})" for k, v in list(tree.items())[:10])
+    network = "MDNC 1D network" if config is None else config.arch
     if matching:
-        raise CheckpointError(f"{path}: several entries are EncoderNet1d state dicts ({', '.join(map(repr, matching))}); "
+        raise CheckpointError(f"{path}: several entries are {network} state dicts ({', '.join(map(repr, matching))}); "
                               "choose one with --key")
     if len(candidates) == 1:  # report why the only state dict does not fit
         return tree[candidates[0]]
-    raise CheckpointError(f"{path}: no EncoderNet1d state dict among its entries: {entries}; choose one with --key")
+    raise CheckpointError(f"{path}: no {network} state dict among its entries: {entries}; choose one with --key")
 
 
 def _describe(value: Any) -> str:
@@ -254,18 +255,19 @@ def _check_finite(path: Path, arrays: Mapping[str, np.ndarray], allow_nonfinite:
         log.warning("%s: non-finite weights in %d tensors, accepted", path, len(bad))
 
 
-def load_flax(path: str | os.PathLike, allow_nonfinite: bool = False) -> tuple[dict, EncoderConfig]:
-    """Flax ``{'params': ...}`` (numpy leaves) and config from an Orbax directory or a ``.msgpack`` file.
+def load_flax(path: str | os.PathLike, allow_nonfinite: bool = False) -> tuple[dict, Any]:
+    """Flax variables (``params``, and ``batch_stats`` with BatchNorm; numpy leaves) and their
+    family config, from an Orbax directory or a ``.msgpack`` file.
 
-    The config file is read back when present and checked against the weights; otherwise the
-    config is inferred from them.
+    The config file is read back when present and checked against the weights; without one,
+    the config is inferred from them where they determine it (``port.config_from_variables``).
     """
     variables, config, _ = _read_flax(Path(path), allow_nonfinite, None)
     return variables, config
 
 
 def _read_flax(path: Path, allow_nonfinite: bool,
-               config: EncoderConfig | None) -> tuple[dict, EncoderConfig, dict[str, np.ndarray]]:
+               config: Any) -> tuple[dict, Any, dict[str, np.ndarray]]:
     """(variables: params and any batch_stats, config, the same weights as an MDNC state dict)."""
     fmt = input_format(path)
     if fmt == "orbax":
@@ -307,7 +309,8 @@ def _map_leaves(path: Path, params: Mapping) -> dict:
     return tree
 
 
-def _read_config(path: Path) -> EncoderConfig:
+def _read_config(path: Path) -> Any:
+    """The family config a Flax checkpoint's config file holds."""
     try:
         return config_from_dict(json.loads(path.read_text()))
     except (OSError, ValueError, TypeError, AttributeError) as e:

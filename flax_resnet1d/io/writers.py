@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import port
-from ..config import EncoderConfig, coerce_config
+from ..config import coerce_config
 from ..errors import CheckpointError
 from . import atomic
 from .atomic import OWN_OUTPUTS, as_os_error, atomic_output
@@ -50,9 +50,9 @@ def write_state_dict(path: str | os.PathLike, state_dict: Mapping[str, Any], ove
                      dtype: str | None = None, config: Any = None) -> None:
     """Write an MDNC state dict to ``.pt``/``.pth`` (``torch.save``) or ``.safetensors``, atomically.
 
-    The state dict is checked first against ``config`` (else the config its weights imply), so
-    what is written loads into MDNC and ``torch_ref`` with ``strict=True``. ``dtype`` casts
-    floating tensors.
+    The state dict is checked first against ``config`` (a family config or its dict; else the
+    config its weights imply), so what is written loads into MDNC and ``torch_ref`` with
+    ``strict=True``. ``dtype`` casts floating tensors.
     """
     path = Path(path)
     fmt = output_format(path)
@@ -84,9 +84,10 @@ def _torch_bytes(path: Path, arrays: Mapping[str, np.ndarray]) -> bytes:
         raise CheckpointError(f"{path}: writing PyTorch files needs torch: pip install 'flax-resnet1d[torch]'") from None
 
     def tensor(a: np.ndarray):
+        a = np.ascontiguousarray(a).reshape(a.shape)  # ascontiguousarray makes a 0-d array (num_batches_tracked) 1-d
         if a.dtype.name == "bfloat16":  # torch cannot take ml_dtypes arrays: reinterpret the bits
-            return torch.from_numpy(np.ascontiguousarray(a).view(np.uint16)).view(torch.bfloat16)
-        return torch.from_numpy(np.ascontiguousarray(a))
+            return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+        return torch.from_numpy(a)
 
     with warnings.catch_warnings():  # read-only arrays (msgpack, Orbax) are fine: torch.save only reads
         warnings.filterwarnings("ignore", "The given NumPy array is not writable")
@@ -96,10 +97,10 @@ def _torch_bytes(path: Path, arrays: Mapping[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def save_flax(path: str | os.PathLike, variables: Mapping, config: EncoderConfig | dict,
-              overwrite: bool = False) -> None:
-    """Save Flax variables and their config: an Orbax checkpoint directory (config.json inside)
-    or, for a ``.msgpack`` name, a flax.serialization file (``<name>.config.json`` beside), atomically."""
+def save_flax(path: str | os.PathLike, variables: Mapping, config: Any, overwrite: bool = False) -> None:
+    """Save Flax variables and their config (a family config or its dict): an Orbax checkpoint
+    directory (config.json inside) or, for a ``.msgpack`` name, a flax.serialization file
+    (``<name>.config.json`` beside), atomically."""
     path = Path(path)
     config = coerce_config(config)
     fmt = output_format(path)

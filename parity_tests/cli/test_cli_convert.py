@@ -163,7 +163,7 @@ BAD_SOURCES = {
                     r"non-finite weights in 1 tensors: netbody.2.conv_scale.conv1.1.weight \(1 NaN, 0 Inf\); "
                     r"refused \(`flax-resnet1d convert --allow-nonfinite`"),
     "Inf weights": (_with(_set("fc.bias", -np.inf)), r"non-finite weights in 1 tensors: fc.bias \(0 NaN, 1 Inf\)"),
-    "training dict without a state dict": (_no_state_dict, r"no EncoderNet1d state dict among its entries: "
+    "training dict without a state dict": (_no_state_dict, r"no MDNC 1D network state dict among its entries: "
                                                            r"'epoch' \(an int\), 'optimizer' \(a dict of 2 entries\)"),
 }
 
@@ -253,7 +253,7 @@ def test_key_selects_the_state_dict_of_a_training_checkpoint(tmp_path, capsys):
     torch.save({"model": {k: torch.from_numpy(v) for k, v in model.items()},
                 "ema": {f"module.{k}": torch.from_numpy(v) for k, v in ema.items()}, "step": 1000}, tmp_path / "t.pt")
     assert_usage_error(run_cli(capsys, "convert", tmp_path / "t.pt", tmp_path / "m"), "convert",
-                       r"several entries are EncoderNet1d state dicts \('model', 'ema'\); choose one with --key")
+                       r"several entries are MDNC 1D network state dicts \('model', 'ema'\); choose one with --key")
     assert run_cli(capsys, "convert", tmp_path / "t.pt", tmp_path / "m", "--key", "ema")[0] == 0
     assert_same_state_dict(readers.load_checkpoint(tmp_path / "m")[0], ema)
 
@@ -265,19 +265,6 @@ def test_allow_nonfinite_converts_nan_weights(tmp_path, capsys):
     assert run_cli(capsys, "convert", src, tmp_path / "m.msgpack")[0] == 2
     assert run_cli(capsys, "convert", src, tmp_path / "m.msgpack", "--allow-nonfinite")[0] == 0
     assert_same_state_dict(readers.load_checkpoint(tmp_path / "m.msgpack", allow_nonfinite=True)[0], state_dict)
-
-
-@pytest.mark.parametrize("dst_name", ["existing_orbax", "existing.pt"])
-def test_existing_destination_needs_overwrite(tmp_path, capsys, dst_name):
-    old, new = small_state_dict(seed=26), small_state_dict(seed=27)
-    dst = write_checkpoint(tmp_path / dst_name, old)
-    src = write_checkpoint(tmp_path / "new.safetensors", new)
-    assert_usage_error(run_cli(capsys, "convert", src, dst), "convert",
-                       rf"{dst_name}: already exists; pass --overwrite")
-    assert_same_state_dict(readers.load_checkpoint(dst)[0], old)
-    assert run_cli(capsys, "convert", src, dst, "--overwrite")[0] == 0
-    assert_same_state_dict(readers.load_checkpoint(dst)[0], new)
-    assert leftovers(tmp_path) == []
 
 
 # -- verify --------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""``flax-resnet1d convert | verify | summary`` on the rest of the family: MDNC fixtures of a
+"""``flax-resnet1d convert | verify | summary`` on the whole family: MDNC fixtures of a
 DecoderNet1d (out_size is not in its weights) and of a BatchNorm block (batch_stats and
-num_batches_tracked), with ``--config`` holding ``arch`` where inference cannot decide."""
+num_batches_tracked), with ``--config`` holding ``arch`` where inference cannot decide; and
+``--overwrite`` of every network's output in every format."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from checkpoint_helpers import FAMILY_EXAMPLES, assert_same_state_dict, leftovers, written_contents
 from conftest import FAMILY_DIR, FAMILY_MANIFEST
 
 from flax_resnet1d.cli import main
+from flax_resnet1d.config import CONFIGS
 from flax_resnet1d.io import readers
 
 CASES = ["decnet_plain_vector", "bottleneck_batch_relu_old_up_s2", "unet_plain"]
@@ -49,6 +52,28 @@ def test_convert_to_flax_and_back_is_bit_exact(tmp_path, capsys, name, flax_name
     assert set(back) == set(original)
     for key, tensor in original.items():
         assert back[key].dtype == tensor.numpy().dtype and np.array_equal(back[key], tensor.numpy()), key
+
+
+@pytest.mark.parametrize("dst_name", ["out.pt", "out.safetensors", "out.msgpack", "out_orbax"])
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+def test_converting_again_needs_overwrite_and_writes_the_same(tmp_path, capsys, arch, dst_name):
+    """An existing DST is refused in one line; with --overwrite it is replaced (a new file or
+    directory) by the same contents, a .msgpack's config file with it, holding MDNC's weights."""
+    name = FAMILY_EXAMPLES[arch]
+    src, dst = FAMILY_DIR / f"{name}.pt", tmp_path / dst_name
+    convert = ["convert", src, dst, "--config", config_json(name)]
+    assert run_cli(capsys, *convert)[0] == 0
+    written, inode = written_contents(dst), dst.stat().st_ino
+    code, out, err = run_cli(capsys, *convert)
+    assert (code, out, len(err.splitlines())) == (2, "", 1), err
+    assert err.startswith("flax-resnet1d convert: error: ") and f"{dst_name}: already exists; pass --overwrite" in err
+    assert written_contents(dst) == written
+    code, _, err = run_cli(capsys, *convert, "--overwrite")
+    assert code == 0, err
+    assert written_contents(dst) == written and dst.stat().st_ino != inode
+    assert leftovers(tmp_path) == []
+    mdnc = {k: v.numpy() for k, v in torch.load(src, weights_only=True).items()}
+    assert_same_state_dict(readers.load_checkpoint(dst, config=json.loads(config_json(name)))[0], mdnc)
 
 
 def test_verify_and_summary_take_the_config(capsys):

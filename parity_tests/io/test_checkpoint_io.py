@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from checkpoint_helpers import (FORMAT_FILES, SMALL_CONFIG, assert_same_state_dict, leftovers, small_state_dict,
-                                write_all_formats, write_checkpoint)
+from checkpoint_helpers import (FAMILY_EXAMPLES, FORMAT_FILES, SMALL_CONFIG, assert_same_state_dict, family_config,
+                                leftovers, small_state_dict, write_all_formats, write_checkpoint, written_contents)
 
 import torch_ref
 from flax_resnet1d import port
+from flax_resnet1d.config import CONFIGS
 from flax_resnet1d.errors import CheckpointError
-from flax_resnet1d.io import atomic, formats, readers, writers
+from flax_resnet1d.io import atomic, readers, writers
 
 FORMATS = tuple(FORMAT_FILES)
 
@@ -65,21 +66,28 @@ def test_orbax_output_is_a_plain_orbax_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
-def test_written_state_dicts_load_into_the_reference_with_strict(tmp_path, suffix, dtype):
-    state_dict = small_state_dict(seed=4)
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+def test_written_state_dicts_load_into_the_reference_with_strict(tmp_path, arch, suffix, dtype):
+    """Every tensor as MDNC has it, BatchNorm's 0-d integer num_batches_tracked included (torch
+    would also load it 1-d, but our readers refuse that shape)."""
+    config = family_config(FAMILY_EXAMPLES[arch])
+    state_dict = small_state_dict(seed=4, config=config)
     path = tmp_path / f"model{suffix}"
-    writers.write_state_dict(path, state_dict, dtype=dtype)
+    writers.write_state_dict(path, state_dict, dtype=dtype, config=config)
     if suffix == ".pt":
         tensors = torch.load(path, weights_only=True)
     else:
         import safetensors.torch
 
         tensors = safetensors.torch.load_file(path)
-    assert {t.dtype for t in tensors.values()} == {getattr(torch, dtype)}
-    net = torch_ref.from_config(SMALL_CONFIG).to(getattr(torch, dtype))
+    net = torch_ref.from_config(config).to(getattr(torch, dtype))
     net.load_state_dict(tensors, strict=True)
-    expected = torch.from_numpy(state_dict["fc.weight"]).to(getattr(torch, dtype))
-    assert torch.equal(net.fc.weight.detach(), expected)
+    loaded = net.state_dict()
+    for key, value in state_dict.items():
+        expected = torch.from_numpy(np.asarray(value))
+        expected = expected.to(getattr(torch, dtype)) if expected.is_floating_point() else expected
+        assert (tensors[key].dtype, tensors[key].shape) == (expected.dtype, expected.shape), key
+        assert torch.equal(loaded[key], expected), key
 
 
 def _training_dict(state_dict: dict) -> dict:
@@ -195,7 +203,7 @@ def test_failed_write_leaves_no_partial_output(tmp_path, monkeypatch, fmt, exist
     before = sorted(p.name for p in tmp_path.iterdir())
     _fail_midway(monkeypatch, fmt, error)
     with pytest.raises(type(error)):
-        write_checkpoint_overwriting(path, small_state_dict(seed=11))
+        write_checkpoint(path, small_state_dict(seed=11), overwrite=True)
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert leftovers(tmp_path) == []
@@ -203,22 +211,20 @@ def test_failed_write_leaves_no_partial_output(tmp_path, monkeypatch, fmt, exist
         assert_same_state_dict(readers.load_checkpoint(path)[0], old)
 
 
-def write_checkpoint_overwriting(path: Path, state_dict: dict) -> None:
-    if formats.output_format(path) in formats.TORCH_FORMATS:
-        writers.write_state_dict(path, state_dict, overwrite=True)
-    else:
-        writers.save_flax(path, port.torch_to_flax(state_dict, SMALL_CONFIG), SMALL_CONFIG, overwrite=True)
-
-
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_existing_output_is_replaced_only_with_overwrite(tmp_path, fmt):
-    old, new = small_state_dict(seed=12), small_state_dict(seed=13)
-    path = write_checkpoint(tmp_path / FORMAT_FILES[fmt], old)
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+def test_existing_output_is_replaced_only_with_overwrite(tmp_path, arch, fmt):
+    """For every network of the family: its .msgpack's config file is ours to replace too."""
+    config = family_config(FAMILY_EXAMPLES[arch])
+    old, new = small_state_dict(seed=12, config=config), small_state_dict(seed=13, config=config)
+    path = write_checkpoint(tmp_path / FORMAT_FILES[fmt], old, config)
     with pytest.raises(CheckpointError, match=r"already exists; pass --overwrite"):
-        write_checkpoint(path, new)
-    assert_same_state_dict(readers.load_checkpoint(path)[0], old)
-    write_checkpoint_overwriting(path, new)
-    assert_same_state_dict(readers.load_checkpoint(path)[0], new)
+        write_checkpoint(path, new, config)
+    assert_same_state_dict(readers.load_checkpoint(path, config=config)[0], old)
+    write_checkpoint(path, new, config, overwrite=True)
+    assert_same_state_dict(readers.load_checkpoint(path, config=config)[0], new)
+    (tmp_path / "fresh").mkdir()
+    assert written_contents(path) == written_contents(write_checkpoint(tmp_path / "fresh" / path.name, new, config))
     assert leftovers(tmp_path) == []
 
 

@@ -5,8 +5,9 @@ worktree at /work/baseline, and this one).
 Every measurement is a fresh ``python -m flax_resnet1d ...`` (or ``python -c "import
 flax_resnet1d"``) process with ``PYTHONPATH`` set to the tree, as a user's command runs: one
 warm-up, then ``--repeats`` timed runs, the trees alternating so that a change in the machine's
-load hits both. One more run per command under ``-X importtime`` lists the modules it imported.
-The load average is recorded before and after (the machine may be shared).
+load hits both; the CPU time of each process (user + system, all threads) is recorded too, as
+load inflates it less than wall time. One more run per command under ``-X importtime`` lists the
+modules it imported. The load average is recorded before and after (the machine may be shared).
 
 Writes benchmarks/results/startup.{json,md}.  Usage: python benchmarks/startup.py [--repeats 7]
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -78,6 +80,11 @@ def check_tree(tree: dict) -> None:
         raise RuntimeError(f"{tree['label']}: imports {done.stdout.strip()}, not from {tree['root']}")
 
 
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -94,16 +101,19 @@ def markdown(result: dict) -> str:
         f"Load: `{result['uptime_before']}` before, `{result['uptime_after']}` after (a shared machine: "
         "min is the least disturbed run).",
         f"Seconds of wall time per fresh process, median (min) of {result['repeats']} runs after a warm-up, "
-        "`python -m flax_resnet1d ...` with PYTHONPATH set to the tree. *Heavy imports*: which of "
+        "`python -m flax_resnet1d ...` with PYTHONPATH set to the tree; *CPU s*: median user + system time of "
+        "the process (all threads). *Heavy imports*: which of "
         f"{', '.join(HEAVY)} the command imported (`-X importtime`).",
         "",
-        "| command | before s | after s | after / before | heavy imports before | heavy imports after |",
-        "|---|---|---|---|---|---|",
+        "| command | before s | after s | after / before | CPU s before | CPU s after | heavy imports before | "
+        "heavy imports after |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, row in result["commands"].items():
         before, after = row["before"], row["after"]
         lines.append(f"| `{name}` | {before['median_s']:.2f} ({before['min_s']:.2f}) | {after['median_s']:.2f} "
                      f"({after['min_s']:.2f}) | {after['median_s'] / before['median_s']:.2f} | "
+                     f"{before['median_cpu_s']:.2f} | {after['median_cpu_s']:.2f} | "
                      f"{', '.join(before['heavy']) or 'none'} | {', '.join(after['heavy']) or 'none'} |")
     return "\n".join(lines) + "\n"
 
@@ -122,6 +132,7 @@ def main() -> None:
     trees = {label: {"label": label, "root": root.resolve(), "work": work / label}
              for label, root in (("before", args.before), ("after", args.after))}
     times: dict[str, dict[str, list[float]]] = {name: {label: [] for label in trees} for name in COMMANDS}
+    cpu_times: dict[str, dict[str, list[float]]] = {name: {label: [] for label in trees} for name in COMMANDS}
     imported: dict[str, dict[str, list[str]]] = {name: {} for name in COMMANDS}
     uptime_before, load_before = uptime(), os.getloadavg()
     try:
@@ -139,9 +150,10 @@ def main() -> None:
                     progress.update(2)
                 for _ in range(args.repeats):
                     for tree in trees.values():
-                        start = time.perf_counter()
+                        start, cpu_start = time.perf_counter(), children_cpu_s()
                         run(tree, name)
                         times[name][tree["label"]].append(time.perf_counter() - start)
+                        cpu_times[name][tree["label"]].append(children_cpu_s() - cpu_start)
                         progress.update()
     finally:
         shutil.rmtree(work)
@@ -157,6 +169,7 @@ def main() -> None:
         "repeats": args.repeats,
         "commands": {name: {label: {"median_s": statistics.median(values), "min_s": min(values),
                                     "max_s": max(values), "runs_s": values,
+                                    "median_cpu_s": statistics.median(cpu_times[name][label]),
                                     "heavy": [p for p in imported[name][label] if p in HEAVY],
                                     "imported": imported[name][label]}
                             for label, values in times[name].items()}

@@ -2,7 +2,7 @@
 
 For each case, per quantity (output, input gradient, all parameter gradients, worst single
 parameter): [d, e, ef] = [|flax32 - torch32|, |torch32 - torch64|, |flax32 - torch64|], each
-as max|a-b|/max|b|. Cases: the parity grid (random non-initial weights, seeds 0 and 1, B=2) and
+as max|a-b|/max|b|. Cases: the EncoderNet1d parity grid (random non-initial weights, seeds 0 and 1, B=2) and
 freshly initialised presets (torch_ref's init, seeds 0 and 1, B=1 and 2), at verify's default
 length. One JSON line per case on stdout; committed run: results/verify_tolerance.jsonl.
 
@@ -11,18 +11,18 @@ length. One JSON line per case on stdout; committed run: results/verify_toleranc
 """
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 import torch_ref
-
-sys.path.insert(0, "parity_tests")
-from conftest import GRID  # noqa: E402
-
-from flax_resnet1d import parity  # noqa: E402
-from flax_resnet1d.config import preset_config  # noqa: E402
+from flax_resnet1d import parity
+from flax_resnet1d.config import preset_config
 from flax_resnet1d.parity import default_length
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "parity_tests"))  # not a package
+from grids import ENCODER_GRID  # noqa: E402
 
 
 def case(label, cfg, sd, B, seed):
@@ -54,7 +54,7 @@ def case(label, cfg, sd, B, seed):
 
 which = sys.argv[1]
 if which == "grid":
-    for c in GRID:
+    for c in ENCODER_GRID.cases:
         for seed in (0, 1):
             case(c.id, c.config, parity.random_state_dict(c.config, seed), 2, seed)
 else:

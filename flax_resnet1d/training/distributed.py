@@ -66,7 +66,7 @@ def _client():
                         if client is not None and not hasattr(client, method)), None)
         if missing is None:
             return client
-    raise DistributedError(f"JAX {jax.__version__} has no {missing}, which training uses to coordinate processes "
+    raise DistributedError(f"JAX {jax.__version__} lacks {missing}, which training uses to coordinate processes "
                            f"(known to work with JAX {CLIENT_TESTED_JAX})")
 
 

@@ -69,8 +69,8 @@ ORBAX_CHILD = """
 import json, shutil, sys, time
 import numpy as np
 import orbax.checkpoint as ocp
-from flax_resnet1d import checkpoint_io
-variables, _ = checkpoint_io.load_flax(sys.argv[1])
+from flax_resnet1d.io import readers
+variables, _ = readers.load_flax(sys.argv[1])
 target = sys.argv[2]
 t0 = time.perf_counter()
 with {make} as checkpointer:

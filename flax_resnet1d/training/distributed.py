@@ -1,6 +1,6 @@
 """Training across processes with ``jax.distributed``: start-up, agreement, and losing a process.
 
-Every process runs the same ``flax-resnet1d train`` (or ``train.fit``) with the same arguments;
+Every process runs the same ``flax-resnet1d train`` (or ``training.loop.fit``) with the same arguments;
 JAX's multi-controller runtime joins their devices into one ``jax.devices()`` (CPU collectives
 over gloo, NCCL on GPUs). This module adds what the runtime leaves to the program:
 

@@ -36,6 +36,7 @@ import jax
 import numpy as np
 from suite import cpu_fields  # this directory is on sys.path: accuracy.py runs as a script
 
+from flax_resnet1d.io import atomic
 from flax_resnet1d.training import data, loop, recipe, run_files
 from flax_resnet1d.training.run_config import data_spec, train_config
 
@@ -178,7 +179,7 @@ def plot(results: list[dict], path: str) -> None:
             curve.set_ylabel("test accuracy (%)")
             curve.legend(fontsize=6)
     fig.tight_layout()
-    run_files.save_figure(fig, path, dpi=90)
+    atomic.save_figure(fig, path, dpi=90)
 
 
 def cpu_name() -> str:
@@ -229,8 +230,8 @@ def main() -> None:
         meta.update({k: v for k, v in stored.get("meta", {}).items() if k in ("machine", "jax", "date")})
     text = markdown(results, longer, meta)
     # Through temporaries: a kill mid-write must not lose the stored runs the next invocation merges with.
-    run_files.atomic_write_text(path, json.dumps({"meta": meta, "results": results, "longer": longer}, indent=1))
-    run_files.atomic_write_text(os.path.join(RESULTS, "accuracy.md"), text)
+    atomic.write_text(path, json.dumps({"meta": meta, "results": results, "longer": longer}, indent=1))
+    atomic.write_text(os.path.join(RESULTS, "accuracy.md"), text)
     plot(results, os.path.join(RESULTS, "accuracy.png"))
     print(text)
 

@@ -29,7 +29,8 @@ import tempfile
 import numpy as np
 from accuracy import PUBLISHED, RESULTS, cpu_name  # this directory is on sys.path: run as a script
 
-from flax_resnet1d.training import data, loop, recipe, run_files
+from flax_resnet1d.io import atomic
+from flax_resnet1d.training import data, loop, recipe
 from flax_resnet1d.training.run_config import data_spec, train_config
 
 SETTINGS = {"augment shift": {"augment": "shift"}, "augment none": {"augment": "none"}}  # the recipe otherwise
@@ -117,7 +118,7 @@ def plot(name: str, probe: dict, shifts: list[int], path: str) -> None:
     ax.set(xlabel="test series shifted by k steps", ylabel="class test accuracy (%)", title=name, xticks=shifts)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    run_files.save_figure(fig, path, dpi=90)
+    atomic.save_figure(fig, path, dpi=90)
 
 
 def main() -> None:
@@ -130,11 +131,11 @@ def main() -> None:
         probe = shifted_test_accuracy(args.dataset, args.seeds, args.shifts, scratch)
     rows = class_mean_table()
     machine = cpu_name()
-    run_files.atomic_write_text(os.path.join(RESULTS, "shift_probe.json"), json.dumps(
+    atomic.write_text(os.path.join(RESULTS, "shift_probe.json"), json.dumps(
         {"dataset": args.dataset, "machine": machine, "settings": SETTINGS, "test_shifts": probe,
          "class_means": rows}, indent=1))
     text = markdown(args.dataset, probe, args.shifts, rows, machine)
-    run_files.atomic_write_text(os.path.join(RESULTS, "shift_probe.md"), text)
+    atomic.write_text(os.path.join(RESULTS, "shift_probe.md"), text)
     plot(args.dataset, probe, args.shifts, os.path.join(RESULTS, "shift_probe.png"))
     print(text)
 

@@ -50,8 +50,9 @@ import numpy as np
 from tqdm import tqdm
 
 from flax_resnet1d.config import EncoderConfig, preset_config
+from flax_resnet1d.io import atomic
 from flax_resnet1d.model import from_config
-from flax_resnet1d.training import run_files, steps
+from flax_resnet1d.training import steps
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 NUM_CLASSES = 32  # the spec example's out_length; every workload classifies into this many classes
@@ -661,15 +662,15 @@ def plot(results: dict, path: str) -> None:
         ax.set_title(f"{title}: {results['machine']}")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    run_files.save_figure(fig, path, dpi=110)
+    atomic.save_figure(fig, path, dpi=110)
 
 
 def write_results(results: dict, out_dir: Path) -> None:
     """JSON, markdown and PNG, each written to a temporary name and renamed into place."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / results["machine"]
-    run_files.atomic_write_text(f"{stem}.json", json.dumps(results, indent=1) + "\n")
-    run_files.atomic_write_text(f"{stem}.md", markdown(results))
+    atomic.write_text(f"{stem}.json", json.dumps(results, indent=1) + "\n")
+    atomic.write_text(f"{stem}.md", markdown(results))
     plot(results, f"{stem}.png")
 
 

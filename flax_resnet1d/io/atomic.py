@@ -208,6 +208,23 @@ def replaced_when_written(path: str | os.PathLike, suffix: str = "") -> Iterator
         os.replace(new, path)
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) through a temporary: never half-written."""
+    with replaced_when_written(path) as tmp:
+        write_file(tmp, text.encode())
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int) -> None:
+    """Save a matplotlib figure through a temporary, then close it (closed on failure too)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with replaced_when_written(path, os.path.splitext(path)[1]) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        plt.close(fig)
+
+
 def _remove_temporary(holder: Path) -> None:
     """rmtree that a second Ctrl-C does not cut short; what a writer's thread adds later goes at exit."""
     for _ in range(3):

@@ -24,12 +24,13 @@ from jax.sharding import Mesh
 
 from ..config import EncoderConfig
 from ..errors import TrainingError
+from ..io import atomic
 from . import data, distributed
 from .batching import augmentation, epoch_order, sharded_batches
 from .data import Dataset
 from .run_config import TrainConfig
-from .run_files import (CONFIG_FILE, CURVE_FILE, METRICS_FILE, append_text, atomic_write_text, checkpoint_manager,
-                        load_config, plot_learning_curve, restore_checkpoint, save_checkpoint, save_config)
+from .run_files import (CONFIG_FILE, CURVE_FILE, METRICS_FILE, append_text, checkpoint_manager, load_config,
+                        plot_learning_curve, restore_checkpoint, save_checkpoint, save_config)
 from .steps import (TrainState, check_batch_size, create_state, data_parallel_mesh, jit_eval_step, jit_train_step,
                     make_schedule, replicate)
 
@@ -177,7 +178,7 @@ def _start_or_resume(run: _Run, resume: bool) -> tuple[TrainState, list[dict], i
             state, meta = restored
             history, resumed_from = meta["history"], meta["epoch"]
     if run.writer:  # drops the lines of epochs after the checkpoint
-        atomic_write_text(os.path.join(run.run_dir, METRICS_FILE), "".join(json.dumps(h) + "\n" for h in history))
+        atomic.write_text(os.path.join(run.run_dir, METRICS_FILE), "".join(json.dumps(h) + "\n" for h in history))
     return state, history, resumed_from
 
 

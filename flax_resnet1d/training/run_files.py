@@ -33,22 +33,6 @@ RUN_OUTPUT = atomic.OwnOutput("a run directory", entries=(CONFIG_FILE, METRICS_F
                               makes_parents=True)
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    with atomic.replaced_when_written(path) as tmp:
-        atomic.write_file(tmp, text.encode())
-
-
-def save_figure(fig, path: str, dpi: int) -> None:
-    """Save a matplotlib figure through a temporary, then close it (closed on failure too)."""
-    import matplotlib.pyplot as plt
-
-    try:
-        with atomic.replaced_when_written(path, os.path.splitext(path)[1]) as tmp:
-            fig.savefig(tmp, dpi=dpi)
-    finally:
-        plt.close(fig)
-
-
 def append_text(path: str, text: str) -> None:
     with atomic.errors_named(path), open(path, "a") as f:
         f.write(text)
@@ -57,7 +41,7 @@ def append_text(path: str, text: str) -> None:
 
 def save_config(run_dir: str, config: TrainConfig) -> None:
     os.makedirs(run_dir, exist_ok=True)
-    atomic_write_text(os.path.join(run_dir, CONFIG_FILE), json.dumps(config.to_dict(), indent=2) + "\n")
+    atomic.write_text(os.path.join(run_dir, CONFIG_FILE), json.dumps(config.to_dict(), indent=2) + "\n")
 
 
 def load_config(run_dir: str) -> TrainConfig:
@@ -192,5 +176,5 @@ def plot_learning_curve(history: list[dict], path: str, title: str) -> None:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    save_figure(fig, path, dpi=100)
+    atomic.save_figure(fig, path, dpi=100)
 

@@ -37,7 +37,7 @@ import torch_ref
 from flax_resnet1d import cli, errors, parity
 from flax_resnet1d.config import EncoderConfig, preset_config
 from flax_resnet1d.io import atomic, writers
-from flax_resnet1d.training import data, run_files
+from flax_resnet1d.training import data
 
 TINY_MODEL = ["--channel", "4", "--layers", "1", "1", "--block", "plain", "--kernel-size", "3", "--batch-size", "8",
               "--no-progress"]
@@ -444,9 +444,9 @@ def test_a_result_file_is_never_half_written(tmp_path, monkeypatch, kind):
 
     def write():
         if kind == "text":
-            run_files.atomic_write_text(str(path), "the new results")
+            atomic.write_text(str(path), "the new results")
         else:
-            run_files.save_figure(plt.figure(), str(path), dpi=20)
+            atomic.save_figure(plt.figure(), str(path), dpi=20)
 
     def half_then_interrupted(target):
         Path(target).write_bytes(b"half")

@@ -2,7 +2,8 @@
 
 Both implementations (the Flax modules and the PyTorch reference) validate their arguments
 and their inputs here, so the two raise the same errors, before any tracing. Each config
-builds its architecture's ``plan.NetPlan``, the one description of its structure.
+builds its architecture's ``plan.NetPlan``, the one description of its structure and forward
+flow; lengths are validated by walking that flow.
 This module imports neither JAX nor torch.
 """
 
@@ -95,11 +96,6 @@ class _Config:
     """Shared behaviour of every config: dict round trip, input validation, lengths."""
 
     arch: ClassVar[str]
-    input_rank: ClassVar[int] = 3
-
-    @classmethod
-    def coerce(cls, config):
-        return config if isinstance(config, cls) else cls.from_dict(config)
 
     @classmethod
     def from_dict(cls, d: dict):
@@ -125,13 +121,29 @@ class _Config:
             d["layers"] = list(self.layers)
         return d
 
-    # -- subclasses: plan, in_channels, out_channels, _walk -----------------------------
+    # -- subclasses: plan, in_channels, out_channels ------------------------------------
     def plan(self) -> P.NetPlan:
         raise NotImplementedError
 
     def _walk(self, length: int) -> int:
-        """Output length for an input of ``length``; raises plan.LengthProblem."""
-        raise NotImplementedError
+        """Length of the last feature map for an input of ``length`` (the pool and fc after it keep
+        it; a vector input is a length-1 map), following the plan's flow; raises plan.LengthProblem."""
+        plan = self.plan()
+        saved: dict[str, int] = {}
+        for step in plan.flow:
+            if isinstance(step, P.Apply):
+                leaf = plan.leaves[step.prefix]
+                length = (P.block_length(leaf.node, length, leaf.where) if isinstance(leaf.node, P.BlockPlan)
+                          else P.layer_length(leaf.node, length, leaf.where))
+            elif isinstance(step, P.VectorIn):
+                length = 1
+            elif isinstance(step, P.Save):
+                saved[step.name] = length
+            elif isinstance(step, P.CropTo):
+                length = min(length, saved[step.length] if isinstance(step.length, str) else step.length)
+            elif isinstance(step, P.ConcatSkip):
+                length = min(length, saved[step.name])
+        return length
 
     @property
     def has_batch_norm(self) -> bool:
@@ -195,11 +207,6 @@ class _Config:
         return (input_shape[0], self.out_channels, self.check_input_shape(input_shape, channel_axis=1))
 
 
-def conv_walk(plan: P.NetPlan, prefix: str, length: int) -> int:
-    """Length after the network-level convolution at ``prefix``."""
-    return P.seq_length(P.Seq(((prefix, plan.node(prefix)),)), length, prefix)
-
-
 # -- standalone blocks ---------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class _BlockConfig(_Config):
@@ -238,15 +245,11 @@ class _BlockConfig(_Config):
                           stacklevel=4)
 
     def plan(self) -> P.NetPlan:
-        kwargs = self.kwargs()
-        return P.NetPlan(self.arch, (("", None, P.block_plan(self.block, **kwargs)),))
+        return P.NetPlan(self.arch, (("", None, P.block_plan(self.block, **self.kwargs())),), (P.Apply(""),))
 
     @property
     def out_channels(self) -> int:
         return self.out_planes
-
-    def _walk(self, length: int) -> int:
-        return P.block_length(self.plan().node(""), length, "the block")
 
     def _depth(self) -> int:
         return 2
@@ -291,9 +294,10 @@ class _NetworkConfig(_Config):
     def stem_kernel(self) -> int:
         return kernel_geometry(self.kernel_size)[3]
 
-    def _stage(self, flax_prefix: str, in_planes: int, out_planes: int, stack_level: int, **kwargs) -> P.StagePlan:
+    def _stage(self, flax_prefix: str, label: str, in_planes: int, out_planes: int, stack_level: int,
+               **kwargs) -> P.StagePlan:
         kwargs.setdefault("stride", self.stride)
-        return P.stage_plan(flax_prefix, self.block, in_planes, out_planes, self.kernel_size, self.padding,
+        return P.stage_plan(flax_prefix, label, self.block, in_planes, out_planes, self.kernel_size, self.padding,
                             stack_level=stack_level, **kwargs)
 
     def _end_conv(self, in_planes: int, out_planes: int, bias: bool) -> P.Conv:
@@ -353,19 +357,18 @@ class EncoderConfig(_NetworkConfig):
         n, c = len(self.layers), self.out_channels
         nodes = [("netbody.0", "stem", P.Conv(self.in_planes, self.channel, self.stem_kernel, 1,
                                               self.stem_kernel // 2))]
-        nodes += [(f"netbody.{s + 1}", None, self._stage(f"stage{s + 1}", cin, cout, self.layers[s]))
+        nodes += [(f"netbody.{s + 1}", None, self._stage(f"stage{s + 1}", f"stage {s + 1}", cin, cout, self.layers[s]))
                   for s, (cin, cout) in enumerate(self.stage_channels)]
         nodes.append((f"netbody.{n + 1}", "final_conv", P.Conv(c, c, self.kernel_size, 1, self.padding, True)))
         if self.out_length is not None:
             nodes += [(f"netbody.{n + 2}", None, P.AvgPool()), ("fc", "fc", P.Linear(c, self.out_length))]
-        return P.NetPlan(self.arch, tuple(nodes))
-
-    def _walk(self, length: int) -> int:
-        plan = self.plan()
-        length = conv_walk(plan, "netbody.0", length)
-        for s in range(len(self.layers)):
-            length = P.stage_length(plan.node(f"netbody.{s + 1}"), length, f"stage {s + 1}")[0]
-        return conv_walk(plan, f"netbody.{len(self.layers) + 1}", length)
+        flow: list[P.Step] = []
+        for prefix, _, node in nodes:  # MDNC's netbody is one nn.Sequential, then fc: every node in order
+            if isinstance(node, P.StagePlan):
+                flow += P.stage_flow(prefix, node)
+            else:
+                flow.append(P.Pool(prefix) if isinstance(node, P.AvgPool) else P.Apply(prefix))
+        return P.NetPlan(self.arch, tuple(nodes), tuple(flow))
 
     def feature_length(self, length: int) -> int:
         """Length of the final feature map for an input of ``length``, or ValueError."""
@@ -445,30 +448,29 @@ class DecoderConfig(_NetworkConfig):
         return self.out_planes
 
     def plan(self) -> P.NetPlan:
-        ch, s = self.channels, self.shapes[-1]
-        nodes = []
+        ch, shapes = self.channels, self.shapes
+        nodes, flow = [], []
         if self.is_vector_input:  # a length-1 input: the output position j reads kernel tap s - 1 - j
+            s = shapes[-1]
             nodes.append(("conv_in", "conv_in", P.Conv(self.in_length, ch[0], s, 1, s - 1, True)))
+            flow += [P.VectorIn(), P.Apply("conv_in"), P.CropTo(s)]
         nodes.append(("conv_first", "conv_first", P.Conv(ch[0], ch[0], self.kernel_size, 1, self.padding)))
+        flow.append(P.Apply("conv_first"))
         outs = ch[1:] + ch[-1:]
-        nodes += [(f"netbody.{i}", None, self._stage(f"stage{i + 1}", ch[i], outs[i], n, scaler="up"))
-                  for i, n in enumerate(self.layers)]
+        for i, (n, target) in enumerate(zip(self.layers, shapes[-2::-1])):  # each stage cropped to its shape
+            stage = self._stage(f"stage{i + 1}", f"stage {i + 1}", ch[i], outs[i], n, scaler="up")
+            nodes.append((f"netbody.{i}", None, stage))
+            flow += P.stage_flow(f"netbody.{i}", stage) + [P.CropTo(target)]
         nodes.append(("conv_last", "conv_last", self._end_conv(ch[-1], self.out_planes, True)))
-        return P.NetPlan(self.arch, tuple(nodes))
-
-    def _walk(self, length: int) -> int:
-        plan = self.plan()
-        length = conv_walk(plan, "conv_first", length)
-        for i, target in enumerate(self.shapes[-2::-1]):
-            length = min(target, P.stage_length(plan.node(f"netbody.{i}"), length, f"stage {i + 1}")[0])
-        return conv_walk(plan, "conv_last", length)
+        flow.append(P.Apply("conv_last"))
+        return P.NetPlan(self.arch, tuple(nodes), tuple(flow))
 
     def check_input_shape(self, shape: Sequence[int], channel_axis: int) -> int:
         if not self.is_vector_input:
             return super().check_input_shape(shape, channel_axis)
         if len(shape) != 2 or shape[1] != self.in_length:
             raise ValueError(f"{self.arch}: input must be (B, in_length={self.in_length}), got shape {tuple(shape)}")
-        return self._walk(self.shapes[-1])
+        return self._walk(1)
 
     def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         return (input_shape[0], self.out_planes, self.check_input_shape(input_shape, channel_axis=1))
@@ -507,36 +509,36 @@ class AEConfig(_NetworkConfig):
 
     def plan(self) -> P.NetPlan:
         c, layers, ex = self.channel, self.layers, self.skips
-        down = [self._stage("down1", c, c, layers[0], export_hidden=ex)]
+        down = [self._stage("down1", "down stage 1", c, c, layers[0])]
         for j, n in enumerate(layers[1:-1]):
-            down.append(self._stage(f"down{j + 2}", c, 2 * c, n, export_hidden=ex))
+            down.append(self._stage(f"down{j + 2}", f"down stage {j + 2}", c, 2 * c, n))
             c *= 2
-        middle = self._stage("middle", c, c, layers[-1], hidden_planes=2 * c, scaler="up")
+        middle = self._stage("middle", "the middle stage", c, c, layers[-1], hidden_planes=2 * c, scaler="up")
         up = []
         for j, n in enumerate(layers[-2:0:-1]):
-            up.append(self._stage(f"up{j + 1}", c, c // 2, n, hidden_planes=c, ex_planes=c if ex else 0, scaler="up"))
+            up.append(self._stage(f"up{j + 1}", f"up stage {j + 1}", c, c // 2, n, hidden_planes=c,
+                                  ex_planes=c if ex else 0, scaler="up"))
             c //= 2
-        up.append(self._stage(f"up{len(layers) - 1}", c, c, layers[0], hidden_planes=c, ex_planes=c if ex else 0,
-                              stride=1))
+        up.append(self._stage(f"up{len(layers) - 1}", f"up stage {len(layers) - 1}", c, c, layers[0], hidden_planes=c,
+                              ex_planes=c if ex else 0, stride=1))
         nodes = [("conv_first", "conv_first", self._end_conv(self.in_planes, self.channel, False))]
         nodes += [(f"conv_down_list.{i}", None, stage) for i, stage in enumerate(down)]
         nodes += [(f"conv_up_list.{i}", None, stage) for i, stage in enumerate(up)]  # registered before the middle
         nodes += [("conv_middle_up", None, middle), ("conv_final", "conv_final", self._end_conv(c, self.out_planes,
                                                                                                 True))]
-        return P.NetPlan(self.arch, tuple(nodes))
-
-    def _walk(self, length: int) -> int:
-        plan, stages = self.plan(), len(self.layers) - 1
-        length = conv_walk(plan, "conv_first", length)
-        route = []
-        for i in range(stages):
-            out, hidden = P.stage_length(plan.node(f"conv_down_list.{i}"), length, f"down stage {i + 1}")
-            route.append(hidden if self.skips else length)
-            length = out
-        length = P.stage_length(plan.node("conv_middle_up"), length, "the middle stage")[0]
-        for i, reference in enumerate(reversed(route)):
-            length = P.stage_length(plan.node(f"conv_up_list.{i}"), min(length, reference), f"up stage {i + 1}")[0]
-        return conv_walk(plan, "conv_final", length)
+        # AE1d crops each up stage's input to the matching down stage's input; UNet1d concatenates
+        # the tensor that down stage fed to its conv_scale.
+        flow: list[P.Step] = [P.Apply("conv_first")]
+        for i, stage in enumerate(down):
+            route = f"down{i + 1}"
+            flow += (P.stage_flow(f"conv_down_list.{i}", stage, save_hidden=route) if ex
+                     else [P.Save(route)] + P.stage_flow(f"conv_down_list.{i}", stage))
+        flow += P.stage_flow("conv_middle_up", middle)
+        for i, stage in enumerate(up):
+            route = f"down{len(down) - i}"
+            flow += [P.ConcatSkip(route) if ex else P.CropTo(route)] + P.stage_flow(f"conv_up_list.{i}", stage)
+        flow.append(P.Apply("conv_final"))
+        return P.NetPlan(self.arch, tuple(nodes), tuple(flow))
 
 
 @dataclasses.dataclass(frozen=True)

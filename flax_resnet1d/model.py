@@ -5,11 +5,12 @@ maps come out as ``(B, L', C')``; a decoder's vector input is ``(B, in_length)``
 kernels are ``(k, in, out)`` where PyTorch stores ``(out, in, k)``; ``flax_resnet1d.port``
 converts between the two.
 
-The structure of every block and network is read from its plan (``flax_resnet1d.plan``), the
-same one the PyTorch reference and the port read. The pinst norm and the PReLU after it (new
-order) run as one fused kernel from ``ops``; every other layer (BatchNorm, ReLU, the old order,
-up-sampling) is plain jnp code. Fresh parameters follow PyTorch's default initializers, so
-training from scratch behaves as the reference does.
+The structure of every block and network, and each network's forward flow, are read from its
+plan (``flax_resnet1d.plan``), the same one the PyTorch reference and the port read. The plan's
+NormAct (a pinst norm and the PReLU after it, new order) runs as one fused kernel from ``ops``;
+every other layer (BatchNorm, ReLU, the old order, up-sampling) is plain jnp code. Fresh
+parameters follow PyTorch's default initializers, so training from scratch behaves as the
+reference does.
 """
 
 from __future__ import annotations
@@ -50,36 +51,30 @@ def _stat_dtype(x) -> Dtype:
 
 
 class InstanceNorm1d(nn.Module):
-    """Instance norm over the length axis of ``(B, L, C)``, biased variance; affine for MDNC's
-    'pinst' (``scale``, ``bias``), none for 'inst'.
-
-    ``fused``: ``__call__(x, negative_slope)`` runs norm, affine and the PReLU with that slope
-    as one ``ops.instance_norm`` kernel; otherwise plain jnp. Statistics in at least float32.
+    """Instance norm over the length axis of ``(B, L, C)``, biased variance, in plain jnp;
+    affine for MDNC's 'pinst' (``scale``, ``bias``), none for 'inst'. Statistics in at least
+    float32. (``NormAct`` runs it with the PReLU after it as one fused kernel.)
     """
 
     features: int
     use_affine: bool = True
-    fused: bool = True
     epsilon: float = 1e-5
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, x, negative_slope: jax.Array | None = None):
-        stat_dtype = _stat_dtype(x)
-        out_dtype = self.dtype or jnp.result_type(x.dtype, self.param_dtype)
-        xs = x.astype(stat_dtype)
+    def setup(self):  # parameters in setup: NormAct reads them without calling the layer
         if self.use_affine:
-            scale = self.param("scale", nn.initializers.ones, (self.features,), self.param_dtype).astype(stat_dtype)
-            bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype).astype(stat_dtype)
-        if self.fused:
-            slope = None if negative_slope is None else negative_slope.astype(stat_dtype)
-            return instance_norm(xs, scale, bias, slope, self.epsilon).astype(out_dtype)
+            self.scale = self.param("scale", nn.initializers.ones, (self.features,), self.param_dtype)
+            self.bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+
+    def __call__(self, x):
+        stat_dtype = _stat_dtype(x)
+        xs = x.astype(stat_dtype)
         centered = xs - jnp.mean(xs, axis=1, keepdims=True)
         y = centered * jax.lax.rsqrt(jnp.mean(jnp.square(centered), axis=1, keepdims=True) + self.epsilon)
         if self.use_affine:
-            y = y * scale + bias
-        return y.astype(out_dtype)
+            y = y * self.scale.astype(stat_dtype) + self.bias.astype(stat_dtype)
+        return y.astype(self.dtype or jnp.result_type(x.dtype, self.param_dtype))
 
 
 class BatchNorm1d(nn.Module):
@@ -131,22 +126,40 @@ class BatchNorm1d(nn.Module):
 
 
 class PReLU(nn.Module):
-    """Per-channel PReLU (PyTorch ``nn.PReLU(num_parameters=C)``, slope init 0.25).
-
-    ``__call__(x, norm)`` computes ``PReLU(norm(x))`` as one fused ``instance_norm``.
-    """
+    """Per-channel PReLU (PyTorch ``nn.PReLU(num_parameters=C)``, slope init 0.25)."""
 
     features: int
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, x, norm: InstanceNorm1d | None = None):
-        slope = self.param("negative_slope", nn.initializers.constant(0.25), (self.features,), self.param_dtype)
-        if norm is not None:
-            return norm(x, slope)
-        x, slope = nn.dtypes.promote_dtype(x, slope, dtype=self.dtype)
+    def setup(self):  # as InstanceNorm1d's
+        self.negative_slope = self.param("negative_slope", nn.initializers.constant(0.25), (self.features,),
+                                         self.param_dtype)
+
+    def __call__(self, x):
+        x, slope = nn.dtypes.promote_dtype(x, self.negative_slope, dtype=self.dtype)
         return jnp.where(x > 0, x, slope * x)
+
+
+class NormAct(nn.Module):
+    """``act(norm(x))`` for an affine ``InstanceNorm1d`` and a ``PReLU`` (or no activation) as one
+    fused ``ops.instance_norm`` kernel. The two layers hold the parameters: created beside this
+    module, under their own names, so the Flax paths are those of MDNC's two layers."""
+
+    norm: InstanceNorm1d
+    act: PReLU | None = None
+
+    @property
+    def layers(self) -> tuple[nn.Module, ...]:
+        return (self.norm,) if self.act is None else (self.norm, self.act)
+
+    def __call__(self, x):
+        norm, stat_dtype = self.norm, _stat_dtype(x)
+        # the slope first: a fresh init creates the variables in the order it always has (act, then norm)
+        slope = None if self.act is None else self.act.negative_slope.astype(stat_dtype)
+        y = instance_norm(x.astype(stat_dtype), norm.scale.astype(stat_dtype), norm.bias.astype(stat_dtype), slope,
+                          norm.epsilon)
+        return y.astype(norm.dtype or jnp.result_type(x.dtype, norm.param_dtype))
 
 
 class ReLU(nn.Module):
@@ -218,6 +231,22 @@ def _conv(owner: nn.Module, conv: P.Conv, name: str) -> Conv1d:
                   dtype=owner.dtype, param_dtype=owner.param_dtype, precision=owner.precision, name=name)
 
 
+def _layer(owner: nn.Module, layer, name: str) -> nn.Module:
+    """The module of one plan layer, named ``name`` in ``owner``, sharing its dtypes."""
+    dtypes = dict(dtype=owner.dtype, param_dtype=owner.param_dtype)
+    if isinstance(layer, P.Conv):
+        return _conv(owner, layer, name)
+    if isinstance(layer, P.Upsample):
+        return Upsample(layer.scale_factor, layer.size, name=name)
+    if isinstance(layer, P.NormAct):
+        return NormAct(*(_layer(owner, part, part_name) for part_name, part in layer.parts()), name=name)
+    if isinstance(layer, P.Norm) and layer.kind == "batch":
+        return BatchNorm1d(layer.features, **dtypes, name=name)
+    if isinstance(layer, P.Norm):
+        return InstanceNorm1d(layer.features, layer.kind == "pinst", **dtypes, name=name)
+    return PReLU(layer.features, **dtypes, name=name) if layer.kind == "prelu" else ReLU(name=name)
+
+
 class Branch(nn.Module):
     """One ``nn.Sequential`` of a block (a residual branch or the shortcut), read from its plan."""
 
@@ -228,29 +257,9 @@ class Branch(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        dtypes = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        layers, i = self.seq.layers, 0
-        while i < len(layers):
-            name, layer = layers[i]
-            if isinstance(layer, P.Conv):
-                x = _conv(self, layer, name)(x)
-            elif isinstance(layer, P.Upsample):
-                x = Upsample(layer.scale_factor, layer.size, name=name)(x)
-            elif isinstance(layer, P.Norm) and layer.kind == "batch":
-                x = BatchNorm1d(layer.features, **dtypes, name=name)(x, train)
-            elif isinstance(layer, P.Norm):
-                norm = InstanceNorm1d(layer.features, layer.kind == "pinst", self.seq.fused, **dtypes, name=name)
-                following = layers[i + 1] if i + 1 < len(layers) else None
-                if self.seq.fused and following is not None and isinstance(following[1], P.Act):
-                    x = PReLU(following[1].features, **dtypes, name=following[0])(x, norm)  # one fused kernel
-                    i += 1
-                else:
-                    x = norm(x)
-            elif layer.kind == "prelu":
-                x = PReLU(layer.features, **dtypes, name=name)(x)
-            else:
-                x = ReLU(name=name)(x)
-            i += 1
+        for name, layer in self.seq.layers:
+            module = _layer(self, layer, name)
+            x = module(x, train) if isinstance(module, BatchNorm1d) else module(x)
         return x
 
 
@@ -334,22 +343,9 @@ class BlockBottleneck1d(_ResidualBlock1d):
 
 
 # -- networks ------------------------------------------------------------------------------
-def _stage(owner: nn.Module, stage: P.StagePlan, x, train: bool, skip=None):
-    """(output, the tensor fed to conv_scale) of a stage; with a skip both are middle-cropped to
-    the shorter and concatenated [x, skip] on channels first."""
-    shared = dict(dtype=owner.dtype, param_dtype=owner.param_dtype, precision=owner.precision)
-    if stage.ex_planes:
-        length = min(x.shape[1], skip.shape[1])
-        x = jnp.concatenate([middle_crop(x, length), middle_crop(skip, length)], axis=-1)
-    hidden = x
-    for i, (_, flax_name, block) in enumerate(stage.blocks):
-        hidden = x if i == len(stage.blocks) - 1 else hidden
-        x = PlannedBlock(block, **shared, name=flax_name)(x, train)
-    return x, hidden
-
-
 class _Network(nn.Module):
-    """Shared pieces of the networks: the config from the fields, validation, dtype handling."""
+    """Shared pieces of the networks: the config from the fields, validation, dtype handling, and
+    the forward pass: the plan's flow, step by step."""
 
     config_class = None
 
@@ -364,8 +360,37 @@ class _Network(nn.Module):
     def nlayers(self) -> int:
         return self.config.nlayers
 
-    def _conv_node(self, plan: P.NetPlan, prefix: str) -> Conv1d:
-        return _conv(self, plan.node(prefix), plan.flax_name(prefix))
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        plan = _checked_config(self, x).plan()
+        saved = {}
+        for step in plan.flow:
+            if isinstance(step, P.Apply):
+                x = self._apply(plan.leaves[step.prefix], x, train)
+            elif isinstance(step, P.Pool):
+                x = jnp.mean(x, axis=1)
+            elif isinstance(step, P.VectorIn):
+                x = x[:, None, :]
+            elif isinstance(step, P.Save):
+                saved[step.name] = x
+            elif isinstance(step, P.CropTo):
+                x = middle_crop(x, saved[step.length].shape[1] if isinstance(step.length, str) else step.length)
+            else:  # ConcatSkip
+                skip = saved[step.name]
+                length = min(x.shape[1], skip.shape[1])
+                x = jnp.concatenate([middle_crop(x, length), middle_crop(skip, length)], axis=-1)
+        return x
+
+    def _apply(self, leaf: P.Leaf, x, train: bool):
+        node, name = leaf.node, leaf.flax_name
+        if isinstance(node, P.BlockPlan):
+            return PlannedBlock(node, dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision,
+                                name=name)(x, train)
+        if isinstance(node, P.Linear):
+            return nn.Dense(node.out_features, dtype=self.dtype, param_dtype=self.param_dtype,
+                            precision=self.precision, kernel_init=torch_kernel_init,
+                            bias_init=torch_bias_init(node.in_features), name=name)(x)
+        return _conv(self, node, name)(x)
 
 
 class EncoderNet1d(_Network):
@@ -390,21 +415,6 @@ class EncoderNet1d(_Network):
 
     config_class = EncoderConfig
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        config = _checked_config(self, x)
-        plan, n = config.plan(), len(config.layers)
-        x = self._conv_node(plan, "netbody.0")(x)
-        for s in range(n):
-            x = _stage(self, plan.node(f"netbody.{s + 1}"), x, train)[0]
-        x = self._conv_node(plan, f"netbody.{n + 1}")(x)
-        if config.out_length is None:
-            return x
-        x = jnp.mean(x, axis=1)  # AdaptiveAvgPool1d(1) + flatten
-        channels = config.out_channels
-        return nn.Dense(config.out_length, dtype=self.dtype, param_dtype=self.param_dtype, precision=self.precision,
-                        kernel_init=torch_kernel_init, bias_init=torch_bias_init(channels), name="fc")(x)
-
 
 class DecoderNet1d(_Network):
     """MDNC ``DecoderNet1d`` in Flax: ``(B, in_length)`` (or, with ``in_length=None``, the feature
@@ -427,17 +437,6 @@ class DecoderNet1d(_Network):
     def input_size(self) -> tuple[int, ...]:
         return self.config.input_size
 
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        config = _checked_config(self, x)
-        plan, shapes = config.plan(), config.shapes
-        if config.is_vector_input:
-            x = middle_crop(self._conv_node(plan, "conv_in")(x[:, None, :]), shapes[-1])
-        x = self._conv_node(plan, "conv_first")(x)
-        for i, target in enumerate(shapes[-2::-1]):
-            x = middle_crop(_stage(self, plan.node(f"netbody.{i}"), x, train)[0], target)
-        return self._conv_node(plan, "conv_last")(x)
-
 
 class AE1d(_Network):
     """MDNC ``AE1d`` in Flax: ``(B, L, in_planes)`` -> ``(B, L, out_planes)``, any L the stages take."""
@@ -453,25 +452,6 @@ class AE1d(_Network):
     precision: PrecisionLike = None
 
     config_class = AEConfig
-
-    @nn.compact
-    def __call__(self, x, train: bool = False):
-        config = _checked_config(self, x)
-        plan, stages = config.plan(), len(config.layers) - 1
-        x = self._conv_node(plan, "conv_first")(x)
-        route = []  # AE1d: each down stage's input, to crop to; UNet1d: its hidden tensor, the skip
-        for i in range(stages):
-            out, hidden = _stage(self, plan.node(f"conv_down_list.{i}"), x, train)
-            route.append(hidden if config.skips else x)
-            x = out
-        x = _stage(self, plan.node("conv_middle_up"), x, train)[0]
-        for i, reference in enumerate(reversed(route)):
-            stage = plan.node(f"conv_up_list.{i}")
-            if config.skips:
-                x = _stage(self, stage, x, train, skip=reference)[0]
-            else:
-                x = _stage(self, stage, middle_crop(x, reference.shape[1]), train)[0]
-        return self._conv_node(plan, "conv_final")(x)
 
 
 class UNet1d(AE1d):

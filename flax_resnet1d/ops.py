@@ -2,7 +2,7 @@
 
 The architecture code (``model``) calls these; they know nothing of blocks or networks.
 Each one computes exactly the function its autodiff reference computes (checked against
-autodiff in float64 by ``parity_tests/test_custom_vjp.py``); only the backward pass's
+autodiff in float64 by ``parity_tests/nn/test_custom_vjp.py``); only the backward pass's
 formulation differs, chosen for speed on the shapes where it wins.
 """
 
@@ -80,8 +80,8 @@ def _conv_xla(x: jax.Array, kernel: jax.Array, stride: int, padding: int, precis
 
 def _einsum(spec: str, a: jax.Array, b: jax.Array, precision: PrecisionLike) -> jax.Array:
     """``jnp.einsum`` in the operands' dtype, accumulated in float32 for narrower floats: XLA:CPU's
-    bf16 dot with a float32 result uses the CPU's bf16 dot-product instructions and ran 1.6-2.5x
-    faster than with a bf16 result (up to 1.9x its float32 dot) on the AVX512_BF16 machine."""
+    bf16 dot with a float32 result uses the CPU's bf16 dot-product instructions, faster than with a
+    bf16 result."""
     narrow = jnp.finfo(a.dtype).bits < 32
     out = jnp.einsum(spec, a, b, precision=precision, preferred_element_type=jnp.float32 if narrow else None)
     return out.astype(a.dtype)
@@ -141,8 +141,7 @@ def _conv1d_fwd(x, kernel, stride, padding, precision):
 
 
 # Above this many input rows (batch * input length) XLA:CPU's convolution-form gradients of a
-# wider kernel beat the matmul form even where the kernel outweighs the input: k=3 at 512-1024
-# channels and (B, L) = (16, 128), (16, 256), (32, 64) 20-30% faster; at (32, 32) and below slower.
+# wider kernel beat the matmul form even where the kernel outweighs the input.
 MATMUL_GRADIENT_MAX_ROWS = 1024
 
 

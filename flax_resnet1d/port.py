@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from . import plan as P
-from .config import (ACTIVATORS, CONFIGS, LAYER_ORDERS, NORMALIZERS, SCALERS, AEConfig, DecoderConfig, EncoderConfig,
-                     UNetConfig, coerce_config)
+from .config import (ACTIVATORS, CONFIGS, LAYER_ORDERS, NORMALIZERS, SCALERS, AEConfig, EncoderConfig, UNetConfig,
+                     coerce_config)
 from .errors import CheckpointError
 from .plan import FlaxPath, ParamRow
 
@@ -148,7 +148,8 @@ def _end_kernel_to_kernel_size(stem_kernel: int) -> int:
     return stem_kernel - 2 if stem_kernel > 1 else 1
 
 
-def _infer_decoder(sd: Mapping) -> DecoderConfig:
+def _decoder_needs_config(sd: Mapping) -> CheckpointError:
+    """The error for a DecoderNet1d state dict: its out_size is not in the weights."""
     layers = _stages(sd, "netbody.")
     first = _shape(sd, "conv_first.weight")
     in_length = _shape(sd, "conv_in.weight")
@@ -157,9 +158,9 @@ def _infer_decoder(sd: Mapping) -> DecoderConfig:
                       kernel_size=_first_conv_kernel(sd, "conv_first.weight"),
                       in_length=in_length[1] if in_length else None, out_planes=(_shape(sd, "conv_last.weight") or [0])[0])
     smallest = f"; conv_in's kernel says the smallest shape is {in_length[2]}" if in_length else ""
-    raise CheckpointError(f"DecoderNet1d state dict ({', '.join(f'{k}={v!r}' for k, v in determined.items())}): "
-                          f"out_size is not in the weights{smallest}; give the config (Python: config=...; "
-                          "CLI: --config '{\"arch\": \"DecoderNet1d\", ...}')")
+    return CheckpointError(f"DecoderNet1d state dict ({', '.join(f'{k}={v!r}' for k, v in determined.items())}): "
+                           f"out_size is not in the weights{smallest}; give the config (Python: config=...; "
+                           "CLI: --config '{\"arch\": \"DecoderNet1d\", ...}')")
 
 
 def _infer_autoencoder(sd: Mapping):
@@ -223,7 +224,7 @@ def infer_config(state_dict: Mapping[str, Any]):
     if "netbody.0.weight" in sd:
         config = _infer_encoder(sd)
     elif "conv_first.weight" in sd and "conv_last.weight" in sd:
-        config = _infer_decoder(sd)
+        raise _decoder_needs_config(sd)
     elif "conv_first.weight" in sd and "conv_final.weight" in sd:
         config = _infer_autoencoder(sd)
     elif any(k.startswith("conv1.") for k in sd) and any(k.startswith("conv2.") for k in sd):

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .model import NormAct
+
 
 @dataclasses.dataclass(frozen=True)
 class LayerRow:
@@ -106,7 +108,9 @@ def summary(model: nn.Module, input_shape: Sequence[int], batch_size: int = -1, 
     def record(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         if context.method_name == "__call__":  # a module's other methods are not layers
-            calls.append((type(context.module).__name__, tuple(context.module.path), out))
+            module = context.module  # a fused NormAct: the two layers it runs, as torchsummary lists them
+            for layer in module.layers if isinstance(module, NormAct) else (module,):
+                calls.append((type(layer).__name__, tuple(layer.path), out))
         return out
 
     x = jax.ShapeDtypeStruct((traced_batch, *input_shape[::-1]), dtype)  # (C, L) -> (L, C)

@@ -1,8 +1,9 @@
 """PyTorch reference of MDNC's 1D residual family (``mdnc.modules.resnet``), written from its spec.
 
 Every module is built from the same framework-free plan (``flax_resnet1d.plan``) as the Flax
-port, so its ``state_dict()`` keys and shapes are exactly the original library's: MDNC
-checkpoints load with ``strict=True`` and checkpoints saved here load into MDNC. Inputs are
+port, and every network runs the plan's forward flow, so its ``state_dict()`` keys and shapes
+are exactly the original library's: MDNC checkpoints load with ``strict=True`` and checkpoints
+saved here load into MDNC. Inputs are
 ``(B, C, L)`` (a decoder's vector input ``(B, in_length)``). Arguments and input shapes are
 validated by ``flax_resnet1d.config`` (shared with the Flax port), so both implementations
 reject the same things with the same messages.
@@ -45,7 +46,7 @@ def _layer(layer) -> nn.Module:
 
 
 def _sequential(seq: P.Seq) -> nn.Sequential:
-    return nn.Sequential(*(_layer(layer) for _, layer in seq.layers))
+    return nn.Sequential(*(_layer(layer) for _, layer in seq.sequential()))
 
 
 class PlannedBlock(nn.Module):
@@ -99,23 +100,14 @@ def middle_crop(x: torch.Tensor, length: int) -> torch.Tensor:
 
 
 class _ResStack1d(nn.Module):
-    """MDNC ``_BlockResStkNd``: ``conv_list`` of stride-1 blocks, then ``conv_scale``."""
+    """MDNC ``_BlockResStkNd``'s keys: ``conv_list`` of stride-1 blocks, then ``conv_scale``. The
+    network's flow applies the blocks one by one."""
 
     def __init__(self, stage: P.StagePlan):
         super().__init__()
         blocks = [PlannedBlock(block) for _, _, block in stage.blocks]
         self.conv_list = nn.ModuleList(blocks[:-1])
         self.conv_scale = blocks[-1]
-        self.with_skip, self.export_hidden = stage.ex_planes > 0, stage.export_hidden
-
-    def forward(self, x, skip=None):
-        if self.with_skip:
-            length = min(x.shape[-1], skip.shape[-1])
-            x = torch.cat((middle_crop(x, length), middle_crop(skip, length)), dim=1)
-        for layer in self.conv_list:
-            x = layer(x)
-        out = self.conv_scale(x)
-        return (out, x) if self.export_hidden else out
 
 
 def _node(node) -> nn.Module:
@@ -124,14 +116,17 @@ def _node(node) -> nn.Module:
 
 class _Network(nn.Module):
     """A network built from its plan: prefix ``name.i`` is entry ``i`` of ModuleList ``name``,
-    registered in the plan's (MDNC's) order, so ``state_dict()`` has MDNC's keys in MDNC's order."""
+    registered in the plan's (MDNC's) order, so ``state_dict()`` has MDNC's keys in MDNC's order.
+    ``forward`` runs the plan's flow, step by step."""
 
     config_class = None
 
     def __init__(self, *args, **kwargs):
         super().__init__()
-        self.config = config = self.config_class(*args, **kwargs)
-        for prefix, _, node in config.plan().nodes:
+        self.config = self.config_class(*args, **kwargs)
+        plan = self.config.plan()
+        self.flow = plan.flow
+        for prefix, _, node in plan.nodes:
             name, _, index = prefix.partition(".")
             if index:
                 if not hasattr(self, name):
@@ -144,6 +139,26 @@ class _Network(nn.Module):
     def nlayers(self) -> int:
         return self.config.nlayers
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.config.check_input_shape(tuple(x.shape), channel_axis=1)
+        saved = {}
+        for step in self.flow:
+            if isinstance(step, P.Apply):
+                x = self.get_submodule(step.prefix)(x)
+            elif isinstance(step, P.Pool):
+                x = torch.flatten(self.get_submodule(step.prefix)(x), 1)
+            elif isinstance(step, P.VectorIn):
+                x = x[..., None]
+            elif isinstance(step, P.Save):
+                saved[step.name] = x
+            elif isinstance(step, P.CropTo):
+                x = middle_crop(x, saved[step.length].shape[-1] if isinstance(step.length, str) else step.length)
+            else:  # ConcatSkip
+                skip = saved[step.name]
+                length = min(x.shape[-1], skip.shape[-1])
+                x = torch.cat((middle_crop(x, length), middle_crop(skip, length)), dim=1)
+        return x
+
 
 class EncoderNet1d(_Network):
     """MDNC ``EncoderNet1d(channel, layers, block, kernel_size, in_planes, out_length)``: ``(B, in_planes, L)``
@@ -154,14 +169,6 @@ class EncoderNet1d(_Network):
     def __init__(self, channel: int, layers: Sequence[int], block: str = "bottleneck", kernel_size: int = 3,
                  in_planes: int = 1, out_length: int | None = 2):
         super().__init__(channel, layers, block, kernel_size, in_planes, out_length)
-        if self.config.out_length is None:
-            self.fc = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.config.check_input_shape(tuple(x.shape), channel_axis=1)
-        for layer in self.netbody:
-            x = layer(x)
-        return x if self.fc is None else self.fc(torch.flatten(x, 1))
 
 
 class DecoderNet1d(_Network):
@@ -177,17 +184,6 @@ class DecoderNet1d(_Network):
     def input_size(self) -> tuple[int, ...]:
         return self.config.input_size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        config = self.config
-        config.check_input_shape(tuple(x.shape), channel_axis=1)
-        shapes = config.shapes
-        if config.is_vector_input:
-            x = middle_crop(self.conv_in(x[..., None]), shapes[-1])
-        x = self.conv_first(x)
-        for layer, target in zip(self.netbody, shapes[-2::-1]):
-            x = middle_crop(layer(x), target)
-        return self.conv_last(x)
-
 
 class AE1d(_Network):
     """MDNC ``AE1d(channel, layers, block, kernel_size, in_planes, out_planes)``."""
@@ -197,23 +193,6 @@ class AE1d(_Network):
     def __init__(self, channel: int, layers: Sequence[int], block: str = "bottleneck", kernel_size: int = 3,
                  in_planes: int = 1, out_planes: int = 1):
         super().__init__(channel, layers, block, kernel_size, in_planes, out_planes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        config = self.config
-        config.check_input_shape(tuple(x.shape), channel_axis=1)
-        x = self.conv_first(x)
-        route = []  # AE1d: each down stage's input, to crop to; UNet1d: its hidden tensor, the skip
-        for layer in self.conv_down_list:
-            if config.skips:
-                x, hidden = layer(x)
-                route.append(hidden)
-            else:
-                route.append(x)
-                x = layer(x)
-        x = self.conv_middle_up(x)
-        for layer, reference in zip(self.conv_up_list, reversed(route)):
-            x = layer(x, reference) if config.skips else layer(middle_crop(x, reference.shape[-1]))
-        return self.conv_final(x)
 
 
 class UNet1d(AE1d):

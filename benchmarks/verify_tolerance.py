@@ -18,8 +18,7 @@ import torch
 
 import torch_ref
 from flax_resnet1d import parity
-from flax_resnet1d.config import preset_config
-from flax_resnet1d.parity import default_length
+from flax_resnet1d.config import default_length, preset_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "parity_tests"))  # not a package
 from grids import ENCODER_GRID  # noqa: E402

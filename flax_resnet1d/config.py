@@ -10,6 +10,7 @@ This module imports neither JAX nor torch.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import numbers
 import warnings
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from . import plan as P
+from .errors import UsageError
 
 BLOCK_DEPTH = {"plain": 2, "bottleneck": 3}  # convolutions on the residual branch
 NORMALIZERS = ("batch", "inst", "pinst", "null")
@@ -608,3 +610,31 @@ def make_preset(name: str, build):
     factory.__doc__ = (f"MDNC preset ``{name}`` ({arch}): 64 channels, {block} blocks {list(layers)}; "
                        f"arguments {PRESET_ARGS[arch]}.")
     return factory
+
+
+MIN_FEATURE_LENGTH = 6  # instance norm over very short final maps is ill-conditioned (as in the parity suite)
+
+
+# -- default inputs (verify, summary) ------------------------------------------------------
+def default_length(config: _Config) -> int:
+    """Input length for random inputs and summaries: the smallest power of two (else any
+    length) giving a final feature length >= MIN_FEATURE_LENGTH."""
+    start = config.min_length()
+    if start is None:
+        raise UsageError("no input length works for this configuration")
+    for length in itertools.chain((2 ** p for p in range(4, 21)), range(start, 1 << 16)):
+        try:
+            if config.output_length(length) >= MIN_FEATURE_LENGTH:
+                return length
+        except ValueError:
+            continue
+    raise UsageError(f"no input length below {1 << 16} gives a final feature length >= {MIN_FEATURE_LENGTH}; "
+                     "pass --length")
+
+
+def input_shape(config, batch: int, length: int | None) -> tuple[int, ...]:
+    """MDNC-layout input shape: (B, C, L), or (B, in_length) for a decoder's vector input."""
+    if getattr(config, "is_vector_input", False):
+        return (batch, config.in_length)
+    return (batch, config.in_channels, length or default_length(config))
+

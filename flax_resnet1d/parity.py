@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 from collections.abc import Mapping
 
 import jax
@@ -20,8 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import port
-from .config import EncoderConfig, coerce_config
-from .errors import UsageError
+from .config import coerce_config
 from .model import from_config
 
 # max|a-b| / max|b| bounds: outputs and gradients, per dtype (CPU).
@@ -239,31 +237,3 @@ def check_parity(state_dict: Mapping, config, x_mdnc: np.ndarray, dtypes=("float
         ours = flax_outputs(state_dict, config, x_mdnc, cotangent, dtype, train=train)
         rows += compare(ours, refs[dtype], dtype, exact=refs["float64"] if scaled and dtype != "float64" else None)
     return rows
-
-
-MIN_FEATURE_LENGTH = 6  # instance norm over very short final maps is ill-conditioned (as in the parity suite)
-
-
-# -- verify --------------------------------------------------------------------------------
-def default_length(config: EncoderConfig) -> int:
-    """Input length for random inputs and summaries: the smallest power of two (else any
-    length) giving a final feature length >= MIN_FEATURE_LENGTH."""
-    start = config.min_length()
-    if start is None:
-        raise UsageError("no input length works for this configuration")
-    for length in itertools.chain((2 ** p for p in range(4, 21)), range(start, 1 << 16)):
-        try:
-            if config.output_length(length) >= MIN_FEATURE_LENGTH:
-                return length
-        except ValueError:
-            continue
-    raise UsageError(f"no input length below {1 << 16} gives a final feature length >= {MIN_FEATURE_LENGTH}; "
-                     "pass --length")
-
-
-def input_shape(config, batch: int, length: int | None) -> tuple[int, ...]:
-    """MDNC-layout input shape: (B, C, L), or (B, in_length) for a decoder's vector input."""
-    if getattr(config, "is_vector_input", False):
-        return (batch, config.in_length)
-    return (batch, config.in_channels, length or default_length(config))
-

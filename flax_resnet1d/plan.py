@@ -230,7 +230,7 @@ def _norm_act(normalizer: str, activator: str, features: int, fuse: bool) -> lis
 
 def residual_branch(in_planes: int, out_planes: int, kernel_size: int, stride: int, padding: int,
                     output_size: int | None, scaler: str, normalizer: str, activator: str, layer_order: str) -> Seq:
-    """MDNC ``res_branch``: [Norm, Act] [Upsample] Conv [Norm, Act], as the options say."""
+    """MDNC ``res_branch``: ``[Norm, Act] [Upsample] Conv [Norm, Act]``, as the options say."""
     up = scaler == "up" and is_scaling(stride, output_size, scaler)
     resample = [("upsample", Upsample(None if output_size is not None else stride, output_size))] if up else []
     conv = [("conv", Conv(in_planes, out_planes, kernel_size, 1 if up else stride, padding, normalizer == "null"))]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import FAMILY_PRESETS, preset_config
+from ..config import FAMILY_PRESETS, input_shape, preset_config
 from ..errors import UsageError
 from ..io import readers
 from .options import add_config_argument, add_key_argument, parse_config
@@ -48,7 +48,6 @@ def preset_arguments(name: str, shape: tuple[int, int] | None, out_length: int) 
 
 def run_summary(args: argparse.Namespace) -> int:
     from ..model import from_config
-    from ..parity import input_shape
     from ..summary import summary
 
     if (args.checkpoint is None) == (args.preset is None):

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from ..config import MIN_FEATURE_LENGTH, input_shape
 from ..errors import UsageError
 from ..io import readers
-from ..parity import MIN_FEATURE_LENGTH
 from .options import add_config_argument, add_key_argument, parse_config
 from .table import format_table
 
@@ -93,7 +93,7 @@ def run_verify(args: argparse.Namespace) -> int:
         raise UsageError("verify runs the PyTorch reference: pip install 'flax-resnet1d[torch]'") from None
     from tqdm import tqdm
 
-    from ..parity import REFERENCE_ERROR_FACTOR, check_parity, input_shape
+    from ..parity import REFERENCE_ERROR_FACTOR, check_parity
 
     for name in ("batch", "length"):
         if getattr(args, name) is not None and getattr(args, name) < 1:

@@ -26,10 +26,9 @@ import torch_ref
 from flax_resnet1d import parity
 from flax_resnet1d.cli import main
 from flax_resnet1d.cli.verify import PARITY_DTYPES
-from flax_resnet1d.config import EncoderConfig, preset_config
+from flax_resnet1d.config import MIN_FEATURE_LENGTH, EncoderConfig, default_length, preset_config
 from flax_resnet1d.errors import UsageError
 from flax_resnet1d.io import atomic, readers
-from flax_resnet1d.parity import MIN_FEATURE_LENGTH, default_length
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -128,31 +128,3 @@ def test_custom_gradients_match_finite_differences(case):
         x, kernel = random_inputs(case, "float64", seed=7)
         check_grads(lambda x, k: conv1d(x, k, stride, padding), (x, kernel), order=1, modes=["rev"])
         check_grads(lambda *a: instance_norm(*a, 1e-5), norm_inputs(x, True, seed=8), order=1, modes=["rev"])
-
-
-def test_fused_norm_prelu_module_matches_separate_modules():
-    """``PReLU(features)(x, norm)`` (the fused path ``NormActConv`` takes) equals the standalone
-    modules applied in turn, ``PReLU(features)(norm(x))``, in value and all gradients."""
-    import flax.linen as nn
-
-    from flax_resnet1d.model import InstanceNorm1d, PReLU
-
-    class NormAct(nn.Module):
-        fused: bool
-
-        @nn.compact
-        def __call__(self, x):
-            norm, act = InstanceNorm1d(6, name="norm"), PReLU(6, name="act")
-            return act(x, norm) if self.fused else act(norm(x))
-
-    with dtype_context("float64"):
-        rng = np.random.default_rng(3)
-        x = jnp.asarray(rng.normal(0.5, 2.0, size=(2, 11, 6)), jnp.float64)
-        params = {"norm": {"scale": rng.normal(size=6), "bias": rng.normal(size=6)},
-                  "act": {"negative_slope": rng.normal(size=6)}}
-        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-        cotangent = jnp.asarray(rng.normal(size=x.shape), jnp.float64)
-        fused, separate = (value_and_grads(lambda p, x: NormAct(f).apply({"params": p}, x), (params, x), cotangent)
-                           for f in (True, False))
-        for got, want in zip(jax.tree.leaves(fused), jax.tree.leaves(separate)):
-            assert relative_error(got, want) <= TOLERANCE["float64"]

@@ -612,10 +612,10 @@ def make_preset(name: str, build):
     return factory
 
 
+# -- default inputs (verify, summary) ------------------------------------------------------
 MIN_FEATURE_LENGTH = 6  # instance norm over very short final maps is ill-conditioned (as in the parity suite)
 
 
-# -- default inputs (verify, summary) ------------------------------------------------------
 def default_length(config: _Config) -> int:
     """Input length for random inputs and summaries: the smallest power of two (else any
     length) giving a final feature length >= MIN_FEATURE_LENGTH."""

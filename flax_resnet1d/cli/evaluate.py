@@ -1,4 +1,4 @@
-"""``flax-resnet1d eval``: loss and accuracy of a run's newest checkpoint."""
+"""``flax-resnet1d eval``: loss and the task's metrics of a run's newest checkpoint."""
 
 from __future__ import annotations
 
@@ -6,18 +6,18 @@ import argparse
 import json
 import os
 
-import numpy as np
-
 from ..training import data
 from .table import format_table
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     e = subparsers.add_parser("eval", help="evaluate a run's newest checkpoint",
-                              description="Loss and accuracy of RUN_DIR's newest readable checkpoint on its data "
-                                          "set's train and test splits, or on --data.")
+                              description="Loss and the task's metrics (classify: accuracy; regress: RMSE, MAE "
+                                          "and R^2 in the targets' units; signal: SNR in dB and RMSE) of RUN_DIR's "
+                                          "newest readable checkpoint on its data set's train and test splits, or "
+                                          "on --data.")
     e.add_argument("run_dir", metavar="RUN_DIR")
-    e.add_argument("--data", metavar="FILE.npz", help="evaluate on these arrays (x, y) instead")
+    e.add_argument("--data", metavar="FILE.npz", help="evaluate on these arrays (x, and y as the run's) instead")
     e.add_argument("--layout", choices=data.LAYOUTS, default="NCL", help="axes of --data's x")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.set_defaults(func=run_eval)
@@ -28,22 +28,25 @@ def run_eval(args: argparse.Namespace) -> int:
 
     config, state, epoch = run_files.restore_run(args.run_dir)
     dataset = loop.model_inputs(data.load(config.data), config.model)
-    if args.data:  # normalized as the run's data (with its training statistics for "channel")
-        x, y = data.read_arrays(args.data, args.layout)
-        data.check_labels(y, config.model.out_length, f"{args.data}: label")
+    if args.data:
         name = os.path.basename(args.data)
-        splits = {name: (data.pad_end(dataset.normalization(x).astype(np.float32), config.model.min_length() or 0), y)}
+        x, y = data.load_like(dataset, args.data, args.layout)
+        padded = data.Dataset(name, x, y, x, y, dataset.classes, task=dataset.task)  # as the run's inputs
+        padded = loop.model_inputs(padded, config.model)
+        splits = {name: (padded.x_train, y)}
     else:
         name = dataset.name
         splits = {"train": (dataset.x_train, dataset.y_train), "test": (dataset.x_test, dataset.y_test)}
-    results = loop.evaluate_splits(config, state, splits)
+    results = loop.evaluate_splits(config, state, splits, target_scale=dataset.target_scale)
     if args.json:
-        print(json.dumps({"run_dir": args.run_dir, "data": name, "epoch": epoch,
-                          **{split: {"loss": r.loss, "accuracy": r.accuracy, "examples": r.count}
+        print(json.dumps({"run_dir": args.run_dir, "data": name, "epoch": epoch, "task": config.task,
+                          **{split: {"loss": r.loss, **r.metrics, "examples": r.count}
                              for split, r in results.items()}}))
         return 0
-    print(f"{args.run_dir}: {name}, checkpoint of epoch {epoch}/{config.epochs}")
-    print(format_table(("split", "examples", "loss", "accuracy"),
-                       [(split, str(r.count), f"{r.loss:.4f}", f"{r.accuracy:.4f}") for split, r in results.items()]))
+    metrics = list(next(iter(results.values())).metrics)
+    print(f"{args.run_dir}: {name} ({config.task}), checkpoint of epoch {epoch}/{config.epochs}")
+    print(format_table(("split", "examples", "loss", *metrics),
+                       [(split, str(r.count), f"{r.loss:.4g}", *(f"{r.metrics[m]:.4f}" for m in metrics))
+                        for split, r in results.items()]))
     return 0
 

@@ -51,7 +51,7 @@ SCRIPT = textwrap.dedent("""
         "param_rel_err": max(errors), "compared": len(errors), "dead": len(dead),
         "logits_rel_err": relative_error(*logits),
         "params_moved": relative_error(jax.tree.leaves(b)[0], jax.tree.leaves(jax.device_get(
-            steps.create_state(config, dataset.in_planes, dataset.length, 3).params))[0]),
+            steps.create_state(config, dataset.length, 3).params))[0]),
         "loss_rel_err": max(abs(x[k] - y[k]) / abs(y[k]) for x, y in zip(eight.history, one.history)
                             for k in ("train_loss", "test_loss")),
         "accuracies": [[x["test_accuracy"], y["test_accuracy"]] for x, y in zip(eight.history, one.history)],

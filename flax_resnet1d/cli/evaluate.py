@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 
+from ..errors import DataError, TrainingError
 from ..training import data
 from .table import format_table
 
@@ -23,8 +24,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_eval)
 
 
+def check_takes(config, dataset, path: str, layout: str) -> None:
+    """DataError unless the run's network takes ``dataset``'s inputs (channels, length, as
+    training pads them) and outputs its targets' shape."""
+    from ..training import loop
+
+    try:
+        loop.check_model_takes(config, dataset)
+    except TrainingError as e:
+        raise DataError(f"--data {path} (layout {layout}): {e}") from None
+
+
 def run_eval(args: argparse.Namespace) -> int:
-    from ..training import loop, run_files
+    from ..training import loop, run_files, steps
 
     config, state, epoch = run_files.restore_run(args.run_dir)
     dataset = loop.model_inputs(data.load(config.data), config.model)
@@ -33,10 +45,12 @@ def run_eval(args: argparse.Namespace) -> int:
         x, y = data.load_like(dataset, args.data, args.layout)
         padded = data.Dataset(name, x, y, x, y, dataset.classes, task=dataset.task)  # as the run's inputs
         padded = loop.model_inputs(padded, config.model)
+        check_takes(config, padded, args.data, args.layout)
         splits = {name: (padded.x_train, y)}
     else:
         name = dataset.name
         splits = {"train": (dataset.x_train, dataset.y_train), "test": (dataset.x_test, dataset.y_test)}
+    steps.check_memory(config, max(x.shape[1] for x, _ in splits.values()), training=False)
     results = loop.evaluate_splits(config, state, splits, target_scale=dataset.target_scale)
     if args.json:
         print(json.dumps({"run_dir": args.run_dir, "data": name, "epoch": epoch, "task": config.task,

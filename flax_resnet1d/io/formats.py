@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, input_file
 
 TORCH_SUFFIXES = (".pt", ".pth")
 
@@ -113,6 +113,7 @@ def _check_file(path: Path) -> None:
         raise CheckpointError(f"{path}: no such file or directory")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
+    input_file(path, "", CheckpointError)  # a FIFO, device or socket: refused before sniff opens it
     if not os.access(path, os.R_OK):
         raise CheckpointError(f"{path}: permission denied")
 

@@ -41,7 +41,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from .. import memory
+from ..errors import DataError, input_file
 
 # UCR/UEA classification sets whose TRAIN/TEST files ship inside the aeon package.
 CLASSIFICATION_DATASETS = ("GunPoint", "ArrowHead", "ItalyPowerDemand", "OSULeaf", "ACSF1", "PickupGestureWiimoteZ",
@@ -187,11 +188,40 @@ class DataSpec:
     task: str | None = None  # None: the task the targets imply (``infer_task``), recorded by ``with_digest``
     vector: bool = False  # x holds vectors (N, F), a DecoderNet1d's inputs
 
+    def __post_init__(self):
+        for name, optional in (("source", False), ("test", True), ("digest", True)):
+            value = getattr(self, name)
+            if not (isinstance(value, str) and value) and not (optional and value is None):
+                raise DataError(f"data {name} must be a non-empty string{' or null' if optional else ''}, got "
+                                f"{type(value).__name__} {value!r}")
+        for name, choices in (("layout", LAYOUTS), ("normalize", NORMALIZATIONS)):
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in choices:
+                raise DataError(f"unknown data {name} {getattr(self, name)!r}; expected one of {', '.join(choices)}")
+        fraction = self.test_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise DataError(f"test fraction must be a number, got {type(fraction).__name__} {fraction!r}")
+        if not 0 < fraction < 1:
+            raise DataError(f"test fraction must be between 0 and 1, got {fraction}")
+        if self.digest is not None and not (len(self.digest) == 64 and all(c in "0123456789abcdef" for c in self.digest)):
+            raise DataError(f"data digest must be 64 hexadecimal digits (a sha256), got {self.digest!r}")
+        if self.task is not None and self.task not in TASKS:
+            raise DataError(f"unknown data task {self.task!r}; expected one of {', '.join(TASKS)}")
+        if not isinstance(self.vector, bool):
+            raise DataError(f"data vector must be true or false, got {type(self.vector).__name__} {self.vector!r}")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> DataSpec:
+        """The spec a run's config.json holds; DataError naming the field if it is not one."""
+        if not isinstance(d, dict):
+            raise DataError(f"data must be an object of {', '.join(f.name for f in dataclasses.fields(cls))}, got "
+                            f"{type(d).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown, missing = sorted(set(d) - fields), [] if "source" in d else ["source"]
+        if unknown or missing:
+            raise DataError(f"data: {'unknown fields ' + str(unknown) if unknown else 'missing field source'}")
         return cls(**d)
 
 
@@ -350,11 +380,11 @@ def load_npz(path: str, layout: str = "NCL", test_path: str | None = None, test_
     Labels must be integers ``0..K-1`` with K the number of classes seen in training; test
     labels must lie in the same range. A signal target ``y`` has ``x``'s layout (2-D: one channel).
     """
-    x_train, y_train = read_arrays(path, layout, vector)
+    x_train, y_train = read_arrays(path, layout, "training", vector)
     task = task or infer_task(y_train, vector)
     check_task_targets(path, y_train, task)
     if test_path is not None:
-        x_test, y_test = read_arrays(test_path, layout, vector)
+        x_test, y_test = read_arrays(test_path, layout, "test", vector)
         check_task_targets(test_path, y_test, task)
         if (y_test is None) != (y_train is None):
             raise DataError(f"{test_path}: {'has no' if y_test is None else 'has a'} y but {path} "
@@ -379,9 +409,9 @@ def load_npz(path: str, layout: str = "NCL", test_path: str | None = None, test_
                        for where, x in ((path, x_train), (test_path or path, x_test)))
     name = os.path.basename(path)
     if task == "classify":
-        y_train, y_test = _integer_labels(path, y_train), _integer_labels(test_path or path, y_test)
+        y_train, y_test = _integer_labels(path, y_train, "training"), _integer_labels(test_path or path, y_test, "test")
         num_classes = check_classes(path, y_train)
-        check_labels(y_test, num_classes, "test label")
+        check_labels(y_test, num_classes, f"{test_path or path}: test label")
         return Dataset(name, x_train, y_train, x_test, y_test, classes=tuple(str(i) for i in range(num_classes)),
                        normalization=normalization)
     if y_train is None:  # an auto-encoder: the network's own (normalized) input is the target
@@ -451,13 +481,13 @@ def load_like(dataset: Dataset, path: str, layout: str = "NCL") -> tuple[np.ndar
     """The arrays of ``path`` as ``dataset`` holds its own (``eval --data``): the inputs normalized
     with its normalization (its training statistics for ``channel``), the targets of its task
     checked and standardized with its target scale (none: the inputs, for an auto-encoder)."""
-    x, y = read_arrays(path, layout, dataset.is_vector)
+    x, y = read_arrays(path, layout, "--data", dataset.is_vector)
     check_task_targets(path, y, dataset.task)
     x = (float32_inputs(path, dataset.normalization, x[:, :, None])[..., 0] if dataset.is_vector
          else float32_inputs(path, dataset.normalization, x))
     if dataset.task == "classify":
-        y = _integer_labels(path, y)
-        check_labels(y, dataset.num_classes, f"{path}: label")
+        y = _integer_labels(path, y, "--data")
+        check_labels(y, dataset.num_classes, f"{path}: --data label")
         return x, y
     if y is None:
         return x, x
@@ -465,18 +495,31 @@ def load_like(dataset: Dataset, path: str, layout: str = "NCL") -> tuple[np.ndar
 
 
 def check_classes(path: str, y_train: np.ndarray) -> int:
-    """The number of classes K: every label 0..K-1 occurs in training, and K >= 2."""
+    """The number of classes K: every label 0..K-1 occurs in training, and K >= 2. Labels are
+    integers in int32's range (``read_arrays``); nothing is sized by the largest one."""
     present = np.unique(y_train)
     if len(present) < 2:
         raise DataError(f"{path}: the training labels hold one class ({present[0]}): there is nothing to tell apart")
     num_classes = int(present[-1]) + 1
     if len(present) != num_classes:
-        missing = sorted(set(range(num_classes)) - set(present.tolist()))
-        shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        missing = _first_missing(present, 5)
+        more = num_classes - len(present) - len(missing)
+        shown = ", ".join(map(str, missing)) + (f" and {more} more" if more else "")
         raise DataError(f"{path}: the training labels skip {shown} of 0..{num_classes - 1}: each would be a class "
                         "the network outputs but never sees; relabel to 0..K-1 (e.g. np.unique(y, return_inverse="
                         "True)[1])")
     return num_classes
+
+
+def _first_missing(present: np.ndarray, count: int) -> list[int]:
+    """The first ``count`` integers from 0 up that the sorted, distinct ``present`` lacks."""
+    missing, expected = [], 0
+    for value in present.tolist():
+        missing += range(expected, min(value, expected + count - len(missing)))
+        if len(missing) == count:
+            break
+        expected = value + 1
+    return missing
 
 
 def float32_inputs(path: str, normalization: Normalization, x: np.ndarray) -> np.ndarray:
@@ -490,19 +533,24 @@ def float32_inputs(path: str, normalization: Normalization, x: np.ndarray) -> np
 
 
 def check_labels(y: np.ndarray, num_classes: int, what: str) -> None:
+    """``what`` (the file and split, e.g. 'test.npz: test label') of a label beyond 0..num_classes-1."""
     if y.max() >= num_classes:
         raise DataError(f"{what} {int(y.max())} is out of range: the classes are 0..{num_classes - 1} (a class absent "
                         "from the training split cannot be learned)")
 
 
-def read_arrays(path: str, layout: str = "NCL", vector: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def read_arrays(path: str, layout: str = "NCL", split: str = "training", vector: bool = False
+                ) -> tuple[np.ndarray, np.ndarray | None]:
     """One validated ``.npz``: x as (N, L, C) float64 (with ``vector``, (N, F)), as stored (not
     normalized), and y: integer labels as (N,) int32, any other targets as stored (validated by
-    their task), or None if the file has no y."""
+    their task), or None if the file has no y; ``split`` names it in errors. Its array headers
+    are checked before any array is read (a FIFO, a lying header or a size beyond memory is
+    refused unread)."""
     if layout not in LAYOUTS:
         raise DataError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
+    input_file(path, "", DataError)
+    # raw x and y, then x as float64, normalized in float64 and as float32: 2.5 float64 copies
+    memory.check_array_file(path, ("x", "y"), f"the {split} data", DataError, copies=2.5, npy=False)
     try:
         with np.load(path, allow_pickle=False) as f:
             if "x" not in f.files:
@@ -527,22 +575,34 @@ def read_arrays(path: str, layout: str = "NCL", vector: bool = False) -> tuple[n
         raise DataError(f"{path}: y must have shape (N, ...) matching x's {len(x)} examples, got {y.shape}")
     if len(x) == 0:
         raise DataError(f"{path}: no examples")
+    if 0 in x.shape[1:]:
+        raise DataError(f"{path}: x holds {'vectors' if vector else 'series'} of shape {x.shape[1:]} (layout {layout}); "
+                        "every axis must be at least 1")
     x = x.astype(np.float64)
     bad = np.argwhere(~np.isfinite(x))
     if len(bad):
         raise DataError(f"{path}: x contains {len(bad)} NaN/Inf values (first at example {bad[0][0]})")
     if y is not None and y.ndim == 1 and infer_task(y) == "classify":
-        y = _integer_labels(path, y)
+        y = _integer_labels(path, y, split)
     return x, y
 
 
-def _integer_labels(path: str, y: np.ndarray) -> np.ndarray:
+LABEL_LIMIT = np.iinfo(np.int32).max  # labels are int32 on the device
+
+
+def _integer_labels(path: str, y: np.ndarray, split: str) -> np.ndarray:
+    """y as int32, checked in its own dtype first: whole numbers in 0..LABEL_LIMIT (so the cast
+    cannot wrap: an int64 2**32 or a uint32 0xFFFFFFFF is refused, not read as 0 or -1)."""
     if np.issubdtype(y.dtype, np.floating):  # whole-number floats are accepted as labels
         fractional = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
         if len(fractional):
-            raise DataError(f"{path}: labels must be integers; y[{fractional[0]}] = {y[fractional[0]]}")
+            raise DataError(f"{path}: {split} labels must be integers; y[{fractional[0]}] = {y[fractional[0]]}")
     elif not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: labels must be integers, got dtype {y.dtype}")
+        raise DataError(f"{path}: {split} labels must be integers, got dtype {y.dtype}")
     if y.min() < 0:
-        raise DataError(f"{path}: labels must be 0..K-1; y[{int(np.argmin(y))}] = {y.min()} is negative")
+        raise DataError(f"{path}: {split} labels must be 0..K-1; y[{int(np.argmin(y))}] = {y.min()} is negative")
+    if y.max() > LABEL_LIMIT:
+        i = int(np.argmax(y))
+        raise DataError(f"{path}: {split} label y[{i}] = {y[i]} ({y.dtype}) is beyond {LABEL_LIMIT} (int32): labels "
+                        "must be 0..K-1 with K classes")
     return y.astype(np.int32)

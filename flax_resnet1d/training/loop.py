@@ -166,7 +166,7 @@ def _open_run(config: TrainConfig, dataset: Dataset, run_dir: str, resume: bool,
     dataset = model_inputs(dataset, config.model)
     distributed.check_same_setup(config.to_dict())
     check_batch_size(config.batch_size, mesh)
-    _check_model_takes(config, dataset)
+    check_model_takes(config, dataset)
     manager = checkpoint_manager(run_dir, config.keep)
     if not resume and manager.all_steps():
         raise TrainingError(f"{run_dir} already holds checkpoints of a run; resume it or use another directory")
@@ -178,7 +178,7 @@ def _open_run(config: TrainConfig, dataset: Dataset, run_dir: str, resume: bool,
                 Task.of(config, dataset.target_scale))
 
 
-def _check_model_takes(config: TrainConfig, dataset: Dataset) -> None:
+def check_model_takes(config: TrainConfig, dataset: Dataset) -> None:
     """TrainingError unless the network takes the data's inputs (channels, length) and outputs
     its targets' shape, before anything is traced."""
     if dataset.task != config.task:

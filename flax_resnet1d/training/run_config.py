@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from ..config import CONFIGS, FAMILY_PRESETS, config_from_dict, preset_config
-from ..errors import TrainingError, UsageError
+from ..errors import ConfigError, TrainingError, UsageError
 from . import data, recipe
 from .data import TASKS, DataSpec
 
@@ -71,6 +71,13 @@ class TrainConfig:
         return self.data.task or "classify"
 
     def __post_init__(self):
+        if not isinstance(self.model, tuple(CONFIGS.values())) or not isinstance(self.data, DataSpec):
+            raise TrainingError(f"model and data must be a family config and a DataSpec, got "
+                                f"{type(self.model).__name__} and {type(self.data).__name__}")
+        for name in ("lr", "momentum", "weight_decay", "label_smoothing", "shift", "augment_fraction", "noise"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TrainingError(f"{name} must be a number, got {type(value).__name__} {value!r}")
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("ckpt_every", 1), ("keep", 1), ("warmup_epochs", 0),
                               ("seed", 0), ("eval_every", 1)):
             value = getattr(self, name)
@@ -91,6 +98,12 @@ class TrainConfig:
                                      ("dtype", self.dtype, COMPUTE_DTYPES), ("augment", self.augment, AUGMENTATIONS)):
             if value not in choices:
                 raise TrainingError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+        for name in ("loss", "freeze"):
+            if not isinstance(getattr(self, name), str):
+                raise TrainingError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in ("init", "init_sha256"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise TrainingError(f"{name} must be a string or null, got {getattr(self, name)!r}")
         self._check_task()
         if not (math.isfinite(self.lr) and self.lr > 0):  # inf trains to NaN
             raise TrainingError(f"lr must be positive and finite, got {self.lr}")
@@ -127,8 +140,21 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        return cls(**{**d, "model": config_from_dict(d["model"]), "data": DataSpec.from_dict(d["data"])})
+    def from_dict(cls, d: dict, source: str | None = None) -> TrainConfig:
+        """The config a run's config.json holds, every field checked (type, range, choice):
+        ConfigError naming the field, its value and ``source`` (the file), if given."""
+        try:
+            if not isinstance(d, dict):
+                raise TrainingError(f"expected a JSON object of settings, got {type(d).__name__}")
+            fields = {f.name for f in dataclasses.fields(cls)}
+            unknown, missing = sorted(set(d) - fields), [name for name in ("model", "data") if name not in d]
+            if unknown or missing:
+                raise TrainingError(f"unknown fields {unknown}" if unknown else f"missing {' and '.join(missing)}")
+            if not isinstance(d["model"], dict):
+                raise TrainingError(f"model must be an object of constructor arguments, got {type(d['model']).__name__}")
+            return cls(**{**d, "model": config_from_dict(d["model"]), "data": DataSpec.from_dict(d["data"])})
+        except (TypeError, ValueError, UsageError) as e:
+            raise ConfigError(f"{source}: {e}" if source else str(e)) from None
 
 
 TASK_HINT = {"classify": "classification needs EncoderNet1d (integer labels y (N,))",

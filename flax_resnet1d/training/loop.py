@@ -308,7 +308,8 @@ def _finish(run: _Run, history: list[dict]) -> None:
     run.manager.close()
     config = run.config
     if run.writer and history:
-        plot_learning_curve(history, os.path.join(run.run_dir, CURVE_FILE),
-                            f"{run.dataset.name}: {config.model.arch} {config.model.block} {list(config.model.layers)} "
-                            f"x{config.model.channel}, {config.optimizer} lr {config.lr}", config.loss,
-                            run.task.metrics[0])
+        model = config.model
+        shape = (f"{model.block} {list(model.layers)} x{model.channel}" if hasattr(model, "layers")
+                 else f"{model.in_planes}->{model.out_planes} {model.normalizer} norm")  # a standalone block
+        plot_learning_curve(history, os.path.join(run.run_dir, CURVE_FILE), f"{run.dataset.name}: {model.arch} "
+                            f"{shape}, {config.optimizer} lr {config.lr}", config.loss, run.task.metrics[0])

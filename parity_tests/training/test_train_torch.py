@@ -62,8 +62,8 @@ ENCODER = EncoderConfig(6, (1, 2), "bottleneck", 3, in_planes=2, out_length=3)
 CASES = {  # final encoder feature length 6 (LENGTH 24): instance norm stays well conditioned
     "EncoderNet1d-classify": Case(ENCODER, "classify", (2, 24), dead=2),
     "EncoderNet1d-regress": Case(dataclasses.replace(ENCODER, out_length=2), "regress", (2, 24), dead=2),
-    "AE1d": Case(AEConfig(4, (1, 2, 1), "bottleneck", 3, in_planes=2, out_planes=3), "signal", (2, 24), dead=4),
-    "UNet1d": Case(UNetConfig(4, (1, 2, 1), "plain", 3, in_planes=2, out_planes=2), "signal", (2, 24), dead=6),
+    "AE1d": Case(AEConfig(4, (1, 1), "bottleneck", 3, in_planes=2, out_planes=3), "signal", (2, 24), dead=1),
+    "UNet1d": Case(UNetConfig(4, (1, 1), "plain", 3, in_planes=2, out_planes=2), "signal", (2, 24), dead=2),
     "DecoderNet1d": Case(DecoderConfig(4, (1, 2), 20, "plain", 3, in_length=5, out_planes=2), "signal", (5,), dead=1),
     "BlockPlain1d-batch": Case(BlockPlainConfig(3, 5, normalizer="batch", activator="prelu"), "signal", (3, 16),
                                dead=0),

@@ -19,7 +19,7 @@ import torch_ref
 from flax_resnet1d import port
 from flax_resnet1d.config import AEConfig, BlockPlainConfig, DecoderConfig, EncoderConfig
 from flax_resnet1d.parity import relative_error, to_flax_input, to_mdnc_output
-from flax_resnet1d.training import batching, data, loop, run_config, run_files, steps
+from flax_resnet1d.training import batching, data, loop, run_config, run_files
 
 N_TRAIN, N_TEST, LENGTH = 40, 16, 32
 
@@ -110,6 +110,8 @@ def test_metrics_are_in_the_targets_units(run):
         snr = 10 * np.log10(np.sum(target ** 2) / np.sum((predicted - target) ** 2))
         assert abs(last["test_snr_db"] - snr) < 1e-4
     assert last["train_loss"] < result.history[0]["train_loss"]  # it learns
+    with open(os.path.join(run[3], run_files.CURVE_FILE), "rb") as f:  # loss and the task's metric per epoch
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_resume_replays_the_uninterrupted_run(run, tmp_path):

@@ -9,7 +9,6 @@ import atexit
 import contextlib
 import dataclasses
 import errno
-import fnmatch
 import json
 import os
 import shutil
@@ -20,7 +19,8 @@ from pathlib import Path
 
 from ..config import config_from_dict
 from ..errors import CheckpointError, first_line
-from .formats import CONTENT, ORBAX_ENTRIES, output_format, sniff
+from .formats import CONTENT, output_format, sniff
+from .manifest import MANIFEST_FILE, Manifest, holds_nothing
 
 # strerror -> errno of the OS errors a write can meet, to recognise them inside library messages.
 _WRITE_ERRNOS = {os.strerror(code): code for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS,
@@ -66,38 +66,38 @@ def errors_named(path: str | os.PathLike, temporary: str | os.PathLike | None = 
 class OwnOutput:
     """What one of our writers leaves at its output path; ``--overwrite`` replaces nothing else.
 
-    A file is recognised by its content (``sniff`` kinds), a directory by the exact set of
-    top-level names the writer creates (fnmatch patterns) and one name every such directory has
-    (an empty directory qualifies: nothing is lost).
+    A file is recognised by its content (``sniff`` kinds); a directory by its manifest (of
+    ``kind``) listing every file in it: one file the tool did not write, anywhere inside, and
+    nothing is replaced. An empty directory qualifies (nothing is lost).
     """
 
     what: str
     contents: tuple[str, ...] = ()
-    entries: tuple[str, ...] = ()
-    required: str = ""
+    kind: str = ""  # of a directory's manifest
     makes_parents: bool = False  # creates missing parent directories
-
-    def owns(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.entries)
 
     def foreign(self, path: Path) -> str | None:
         """Why ``path`` is not such an output, or None if it is one (or empty: nothing to lose)."""
         if path.is_symlink():
             return "it is a symbolic link"
-        if not self.entries:
+        if not self.kind:
             if not path.is_file():
                 return "it is a directory" if path.is_dir() else "it is not a regular file"
             kind = "config" if "config" in self.contents and _is_config_file(path) else sniff(path)
             return None if kind in self.contents else f"it {CONTENT[kind]}"
         if not path.is_dir():
             return "it is a file, not a directory"
-        names = sorted(os.listdir(path))
-        other = [name for name in names if not self.owns(name)]
+        own = Manifest.read(path)
+        if own is None:
+            return None if holds_nothing(path) else (f"it has no {MANIFEST_FILE} listing what flax-resnet1d "
+                                                       "wrote there (written by someone else, or by a version "
+                                                       "before 0.2)")
+        if own.kind != self.kind:
+            return f"its {MANIFEST_FILE} is of {own.kind!r}, not {self.kind!r}"
+        other = own.foreign()
         if other:
             more = f" and {len(other) - 3} more" if len(other) > 3 else ""
-            return f"it holds {', '.join(other[:3])}{more}, which flax-resnet1d does not write there"
-        if names and self.required not in names:
-            return f"it has no {self.required}"
+            return f"it holds {', '.join(other[:3])}{more}, which flax-resnet1d did not write"
         return None
 
 
@@ -105,7 +105,7 @@ OWN_OUTPUTS = {
     "torch": OwnOutput("a PyTorch checkpoint", contents=("torch", "pickle", "empty")),
     "safetensors": OwnOutput("a safetensors file", contents=("safetensors", "empty")),
     "msgpack": OwnOutput("a Flax msgpack file", contents=("msgpack", "empty")),
-    "orbax": OwnOutput("an Orbax checkpoint directory", entries=ORBAX_ENTRIES, required="_METADATA"),
+    "orbax": OwnOutput("an Orbax checkpoint directory", kind="orbax"),
     "config": OwnOutput("a config file", contents=("config", "empty")),  # beside a .msgpack
 }
 
@@ -148,11 +148,11 @@ def _is_config_file(path: Path) -> bool:
     return True
 
 
-def remove_own_entries(path: str | os.PathLike, own: OwnOutput) -> None:
-    """Delete the entries of directory ``path`` that ``own``'s writer creates (after ``check_output``)."""
-    for entry in Path(path).iterdir():
-        if own.owns(entry.name):
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+def remove_own_entries(path: str | os.PathLike) -> None:
+    """Delete what the manifest of directory ``path`` lists (after ``check_output``)."""
+    own = Manifest.read(path)
+    if own is not None:
+        own.remove()
 
 
 # -- atomic replacement ----------------------------------------------------------------------

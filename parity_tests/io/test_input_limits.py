@@ -23,34 +23,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_reliability
 import torch
 from checkpoint_helpers import small_state_dict, write_checkpoint
 from test_reliability import TINY_MODEL, assert_one_line_exit_2, run, snapshot
-from train_helpers import save_npz, synthetic_dataset
 
 from flax_resnet1d import errors
 
 HUGE_SHAPE = (2_000_000, 2, 2_000_000)  # 58.2 TiB of float64: beyond any machine's memory
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory) -> Path:
-    """The user's data (2 channels, 3 classes), a checkpoint and an Orbax checkpoint of SMALL_CONFIG."""
-    directory = tmp_path_factory.mktemp("inputs")
-    save_npz(synthetic_dataset(), directory / "train.npz", directory / "test.npz")
-    write_checkpoint(directory / "model.safetensors", small_state_dict())
-    return directory
+# test_reliability's fixtures: its user data (a train and a test .npz) and a one-epoch run on them
+user_data, tiny_run = test_reliability.user_data, test_reliability.tiny_run
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, inputs) -> Path:
-    """A real (one-epoch) run directory on ``inputs``' data."""
-    run_dir = tmp_path_factory.mktemp("runs") / "run"
-    from flax_resnet1d import cli
-
-    assert cli.main(["train", "--dataset", str(inputs / "train.npz"), "--test-data", str(inputs / "test.npz"),
-                     *TINY_MODEL, "--epochs", "1", "--out", str(run_dir)]) == 0
-    return run_dir
+def inputs(user_data) -> Path:
+    """test_reliability's user data (2 channels, 3 classes), and a checkpoint of SMALL_CONFIG."""
+    write_checkpoint(user_data / "model.safetensors", small_state_dict())
+    return user_data
 
 
 def _refused(capsys, tmp_path: Path, argv: list, pattern: str, *also: Path) -> str:
@@ -144,8 +135,8 @@ MEMORY = {  # command (formatted with the inputs) -> what the message says
     "verify --batch": (["verify", "{ckpt}", "--batch", "1000000000"], rf"verify --batch 1000000000 --length \d+ {NEEDS}"),
     "verify --length": (["verify", "{ckpt}", "--length", "1000000000000"], rf"--length 1000000000000 {NEEDS}"),
     "verify --input (lying .npy)": (["verify", "{ckpt}", "--input", "{npy}"],
-                                    r"x.npy: its header declares shape \(2000000, 2, 2000000\) float64 \(58.2 TiB\) but "
-                                    r"the file holds 64 B for it: truncated or corrupt; refused before allocating"),
+                                    (r"x.npy: its header declares shape \(2000000, 2, 2000000\) float64 \(58.2 TiB\) "
+                                     r"but the file holds 64 B for it: truncated or corrupt; refused before allocating")),
     "verify --input (lying .npz)": (["verify", "{ckpt}", "--input", "{npz}"],
                                     r"bad.npz: x: its header declares shape \(2000000, 2, 2000000\) float64"),
     "train --dataset (lying .npz)": (["train", "--dataset", "{npz}", *TINY_MODEL, "--out", "{out}"],
@@ -231,10 +222,10 @@ def test_orbax_config_files_are_checked_at_the_edge(tmp_path, capsys, command, c
 
 RUN_CONFIG_EDITS = {  # a hand-edited run config.json -> what the message says
     "data.source 5": (lambda c: c["data"].update(source=5), r"data source must be a non-empty string, got int 5"),
-    "data.digest 123": (lambda c: c["data"].update(digest=123), r"data digest must be a non-empty string or null, "
-                                                                 r"got int 123"),
-    "test_fraction '0.2'": (lambda c: c["data"].update(test_fraction="0.2"), r"test fraction must be a number, "
-                                                                              r"got str '0.2'"),
+    "data.digest 123": (lambda c: c["data"].update(digest=123),
+                        r"data digest must be a non-empty string or null, got int 123"),
+    "test_fraction '0.2'": (lambda c: c["data"].update(test_fraction="0.2"),
+                            r"test fraction must be a number, got str '0.2'"),
     "layout NCHW": (lambda c: c["data"].update(layout="NCHW"), r"unknown data layout 'NCHW'"),
     "channel 0": (lambda c: c["model"].update(channel=0), r"EncoderNet1d: channel must be positive, got 0"),
     "block dense": (lambda c: c["model"].update(block="dense"), r"EncoderNet1d: unknown block 'dense'"),
@@ -363,7 +354,7 @@ def fifo_results(tmp_path_factory, inputs, tiny_run) -> dict[str, tuple[dict, st
     cases = {name: [str(a).format(**paths) for a in argv] for name, (argv, _) in FIFO_CASES.items()}
     try:
         out = subprocess.run([sys.executable, "-c", FIFO_SCRIPT, json.dumps(cases)], capture_output=True, text=True,
-                             timeout=120).stdout
+                             timeout=120, check=False).stdout
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
     results = {r["case"]: r for r in map(json.loads, filter(None, out.splitlines()))}

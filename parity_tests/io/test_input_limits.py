@@ -21,6 +21,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import test_reliability
@@ -28,7 +29,9 @@ import torch
 from checkpoint_helpers import small_state_dict, write_checkpoint
 from test_reliability import TINY_MODEL, assert_one_line_exit_2, run, snapshot
 
-from flax_resnet1d import errors
+from flax_resnet1d import errors, memory
+from flax_resnet1d.config import EncoderConfig
+from flax_resnet1d.training.data import DataSpec
 
 HUGE_SHAPE = (2_000_000, 2, 2_000_000)  # 58.2 TiB of float64: beyond any machine's memory
 
@@ -158,6 +161,41 @@ def test_sizes_beyond_memory_are_refused_before_allocating(tmp_path, capsys, inp
         paths["big_batch_run"] = _edited_run(tiny_run, tmp_path, lambda c: c.update(batch_size=10**12))
     _refused(capsys, tmp_path, [str(a).format(**paths) for a in argv], pattern)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("batch_size, channel, refused", [(16, 4, False), (10**9, 4, True), (16, 10**6, True)])
+def test_check_memory_refuses_a_step_beyond_memory(training, batch_size, channel, refused):
+    """``steps.check_memory``, which train calls before it writes anything (eval: see MEMORY)."""
+    from flax_resnet1d.training import run_config, steps
+
+    config = run_config.TrainConfig(EncoderConfig(channel, (1, 1), "plain", 3, 2, 3), DataSpec("a.npz"),
+                                    batch_size=batch_size)
+    mesh = steps.data_parallel_mesh(jax.devices()[:1])
+    if not refused:
+        steps.check_memory(config, 64, mesh, training=training)
+        return
+    step = "a train step" if training else "an evaluation step"
+    with pytest.raises(errors.TrainingError, match=rf"^{step} of batch size {batch_size} over 1 device on series of 64 "
+                                                   rf"steps \(EncoderNet1d of [\d,]+ weights\) {NEEDS}"):
+        steps.check_memory(config, 64, mesh, training=training)
+
+
+def test_train_step_estimate_is_a_lower_bound_of_what_xla_allocates():
+    """A refusal is never a run that would have fitted: the estimate stays below the bytes XLA's
+    compiled train step takes (arguments, outputs, temporaries), and near them."""
+    from flax_resnet1d.training import run_config, steps
+
+    model, batch, length = EncoderConfig(4, (1, 2), "bottleneck", 3, 2, 3), 16, 64
+    config = run_config.TrainConfig(model, DataSpec("a.npz"), batch_size=batch)
+    mesh = steps.data_parallel_mesh(jax.devices()[:1])
+    example = {"x": np.zeros((batch, length, 2), np.float32), "y": np.zeros(batch, np.int32),
+               "mask": np.ones(batch, np.float32)}
+    compiled = steps.jit_train_step(mesh).lower(steps.create_state(config, 2, length, 1), example).compile()
+    analysis = compiled.memory_analysis()
+    xla = analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
+    estimate = memory.train_step_bytes(model, batch, length, config.optimizer)
+    assert xla / 2 < estimate <= xla, (estimate, xla)
 
 
 def test_out_of_memory_errors_are_one_line():

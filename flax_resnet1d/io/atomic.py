@@ -5,7 +5,6 @@ only with ``overwrite=True`` and only when it is something this tool writes (``O
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import dataclasses
 import errno
@@ -17,6 +16,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from .. import interrupts
 from ..config import config_from_dict
 from ..errors import CheckpointError, first_line
 from .formats import CONTENT, output_format, sniff
@@ -89,16 +89,19 @@ class OwnOutput:
             return "it is a file, not a directory"
         own = Manifest.read(path)
         if own is None:
-            return None if holds_nothing(path) else (f"it has no {MANIFEST_FILE} listing what flax-resnet1d "
-                                                       "wrote there (written by someone else, or by a version "
-                                                       "before 0.2)")
+            return None if holds_nothing(path) else (f"it holds {listed(sorted(os.listdir(path)))} and no "
+                                                       f"{MANIFEST_FILE} listing what flax-resnet1d wrote there "
+                                                       "(someone else wrote it, or a version before 0.2)")
         if own.kind != self.kind:
             return f"its {MANIFEST_FILE} is of {own.kind!r}, not {self.kind!r}"
         other = own.foreign()
-        if other:
-            more = f" and {len(other) - 3} more" if len(other) > 3 else ""
-            return f"it holds {', '.join(other[:3])}{more}, which flax-resnet1d did not write"
-        return None
+        return f"it holds {listed(other)}, which flax-resnet1d did not write" if other else None
+
+
+def listed(names: list[str]) -> str:
+    """The first three of ``names``, and how many more."""
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return ", ".join(names[:3]) + more
 
 
 OWN_OUTPUTS = {
@@ -116,6 +119,9 @@ def check_output(path: str | os.PathLike, overwrite: bool, own: OwnOutput | None
     replace: anything but ``own`` (default: what the format's writer writes) or anything holding
     one of ``inputs``."""
     path = Path(path)
+    if path.name in ("", ".", "..") or path.resolve() in (Path.cwd(), *Path.cwd().parents):
+        raise CheckpointError(f"{path}: names the working directory or one above it, not an output: give the "
+                              "output's own name (e.g. DIR/model.orbax)")
     own = own or OWN_OUTPUTS[output_format(path)]
     existing = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == Path(p.anchor))
     if not existing.is_dir():
@@ -159,7 +165,7 @@ def remove_own_entries(path: str | os.PathLike) -> None:
 _TEMPORARIES: set[Path] = set()  # holders not yet removed; the rest go at exit
 
 
-atexit.register(lambda: [shutil.rmtree(holder, ignore_errors=True) for holder in list(_TEMPORARIES)])
+interrupts.at_exit(lambda: [shutil.rmtree(holder, ignore_errors=True) for holder in list(_TEMPORARIES)])
 
 
 _HOLDER_NAME_BYTES = 100  # of DST's name in the holder's: a 255-byte DST name must still fit
@@ -205,6 +211,7 @@ def replaced_when_written(path: str | os.PathLike, suffix: str = "") -> Iterator
     with _temporary_beside(path) as holder:
         new = holder / f"new{suffix}"
         yield new
+        interrupts.check()
         os.replace(new, path)
 
 
@@ -238,6 +245,7 @@ def _remove_temporary(holder: Path) -> None:
 
 
 def _replace(new: Path, path: Path, overwrite: bool, old: Path) -> None:
+    interrupts.check()  # nothing is committed after a signal, even one a library swallowed
     if not (overwrite and path.exists()):
         if path.exists():
             raise CheckpointError(f"{path}: appeared while writing; not overwritten")
@@ -248,10 +256,11 @@ def _replace(new: Path, path: Path, overwrite: bool, old: Path) -> None:
         return
     # rename cannot replace a non-empty directory: move the old one aside (into the temporary
     # holder, removed with it), and back if the new one cannot take its place
-    os.rename(path, old)
-    try:
-        os.rename(new, path)
-    except BaseException:
-        os.rename(old, path)
-        raise
+    with interrupts.deferred():
+        os.rename(path, old)
+        try:
+            os.rename(new, path)
+        except BaseException:
+            os.rename(old, path)
+            raise
 

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from .. import interrupts
 from ..config import EncoderConfig
 from ..errors import TrainingError
 from ..io.manifest import Manifest
@@ -31,8 +32,8 @@ from .data import Dataset
 from .run_config import TrainConfig
 from .run_files import (CONFIG_FILE, append_metrics, checkpoint_manager, claim, load_config, plot_learning_curve,
                         restore_checkpoint, retire, save_checkpoint, save_config, write_metrics)
-from .steps import (TrainState, check_batch_size, create_state, data_parallel_mesh, jit_eval_step, jit_train_step,
-                    make_schedule, replicate)
+from .steps import (TrainState, check_batch_size, check_memory, create_state, data_parallel_mesh, jit_eval_step,
+                    jit_train_step, make_schedule, replicate)
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ def _checked_run(config: TrainConfig, dataset: Dataset, run_dir: str, resume: bo
     distributed.check_same_setup(config.to_dict())
     check_batch_size(config.batch_size, mesh)
     _check_model_takes(config, dataset)
+    check_memory(config, dataset.length, mesh)
     if stored is not None and dataclasses.replace(stored, data=dataclasses.replace(stored.data, digest=config.data.digest)
                                                   ) != config:
         raise TrainingError(f"cannot resume {run_dir} with another configuration than its {CONFIG_FILE}")
@@ -207,6 +209,7 @@ def _train_epochs(run: _Run, train_fn: Callable | None, eval_fn: Callable | None
                disable=None if progress and run.writer else True)  # None: only on a terminal
     shown_test = None
     for epoch in range(start_epoch + 1, run.config.epochs + 1):
+        interrupts.check()  # a signal a library swallowed stops the run at the epoch's end
         state, record = _run_epoch(run, train_fn, eval_fn, state, epoch)
         history.append(record)
         _save_epoch(run, epoch, state, history)

@@ -20,8 +20,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from ..config import read_json
 from ..errors import TrainingError
-from ..io import atomic, formats
+from ..io import atomic, formats, readers
 from ..io.manifest import Manifest, exclusive, holds_nothing
 from . import distributed
 from .run_config import TrainConfig
@@ -57,8 +58,7 @@ def _claimable(run_dir: str, resume: bool, overwrite: bool, inputs: tuple[str, .
         own = Manifest.read(path) or _legacy_manifest(path)
         other = own.foreign()
         if other:
-            more = f" and {len(other) - 3} more" if len(other) > 3 else ""
-            raise TrainingError(f"{run_dir} holds {', '.join(other[:3])}{more}, which flax-resnet1d did not write "
+            raise TrainingError(f"{run_dir} holds {atomic.listed(other)}, which flax-resnet1d did not write "
                                 "(it follows no link and writes nothing outside the run directory): move them out "
                                 "before resuming")
         return own
@@ -116,11 +116,7 @@ def load_config(run_dir: str) -> TrainConfig:
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isfile(path):
         raise TrainingError(f"{run_dir} is not a run directory: no {CONFIG_FILE}")
-    try:
-        with open(path) as f:
-            return TrainConfig.from_dict(json.load(f))
-    except (json.JSONDecodeError, TypeError, KeyError) as e:
-        raise TrainingError(f"{path} is not a valid run config: {e}") from None
+    return TrainConfig.from_dict(read_json(path, "run config"), source=path)
 
 
 def read_metrics(run_dir: str) -> list[dict]:
@@ -150,12 +146,14 @@ def checkpoint_manager(run_dir: str, writer: bool = True):
     """
     import orbax.checkpoint as ocp
 
-    options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False, create=writer, read_only=not writer)
     directory = os.path.join(run_dir, CHECKPOINT_DIR)
     if not writer and not os.path.isdir(directory):
         raise TrainingError(f"{run_dir} has no checkpoint yet")
+    readers.check_regular_tree(Path(directory))  # a FIFO inside would block the read that reaches it
     try:
-        with formats.quiet_orbax_failures():
+        with formats.quiet_orbax_failures():  # and its warnings about a read-only manager
+            options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False, create=writer,
+                                                   read_only=not writer)
             return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=("state", "meta"))
     except Exception as e:  # e.g. a read-only or full file system, in Orbax's words
         raise atomic.as_os_error(e, directory) from None

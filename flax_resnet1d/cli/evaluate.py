@@ -38,7 +38,8 @@ def check_takes(config, dataset, path: str, layout: str) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from ..training import loop, run_files, steps
 
-    config, state, epoch = run_files.restore_run(args.run_dir)
+    # every input checked (config, data, memory) before the checkpoint is read
+    config = run_files.load_config(args.run_dir)
     dataset = loop.model_inputs(data.load(config.data), config.model)
     if args.data:
         name = os.path.basename(args.data)
@@ -51,6 +52,7 @@ def run_eval(args: argparse.Namespace) -> int:
         name = dataset.name
         splits = {"train": (dataset.x_train, dataset.y_train), "test": (dataset.x_test, dataset.y_test)}
     steps.check_memory(config, max(x.shape[1] for x, _ in splits.values()), training=False)
+    config, state, epoch = run_files.restore_run(args.run_dir)
     results = loop.evaluate_splits(config, state, splits, target_scale=dataset.target_scale)
     if args.json:
         print(json.dumps({"run_dir": args.run_dir, "data": name, "epoch": epoch, "task": config.task,

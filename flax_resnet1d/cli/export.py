@@ -31,20 +31,22 @@ def run_export(args: argparse.Namespace) -> int:
     from .. import port
     from ..training import data, loop, run_files, steps
 
-    atomic.check_output(args.dst, args.overwrite)  # before any work
+    # everything checked before DST is written: its name, the run, and the check's data and memory
+    atomic.check_output(args.dst, args.overwrite)
+    config = run_files.load_config(args.run_dir)
+    check = not args.no_check and _torch_installed()
+    if check:
+        dataset = loop.model_inputs(data.load(config.data), config.model)
+        steps.check_memory(config, dataset.length, training=False)
     config, state, epoch = run_files.restore_run(args.run_dir)
     state_dict = port.flax_to_torch(state.variables(), config.model)
     writers.write_state_dict(args.dst, state_dict, overwrite=args.overwrite, config=config.model)
     print(f"wrote {args.dst}: MDNC {config.model.arch} state dict ({len(state_dict)} tensors, "
           f"{sum(a.size for a in state_dict.values()):,} values) from epoch {epoch} of {args.run_dir}")
-    if args.no_check:
+    if not check:
+        if not args.no_check:
+            print("PyTorch check skipped: torch is not installed (pip install 'flax-resnet1d[torch]')")
         return 0
-    try:
-        import torch_ref  # noqa: F401
-    except ImportError:
-        print("PyTorch check skipped: torch is not installed (pip install 'flax-resnet1d[torch]')")
-        return 0
-    dataset = loop.model_inputs(data.load(config.data), config.model)
     float32 = steps.float32_state(config, state)
     jax_test = loop.evaluate_splits(config, float32, {"test": (dataset.x_test, dataset.y_test)})["test"]
     torch_outputs = torch_ref_outputs(readers.load_state_dict(args.dst, config=config.model), config.model,
@@ -59,6 +61,14 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"torch_ref on {dataset.name} test ({len(dataset.y_test)} examples): {agreement}outputs "
           f"max|torch-jax|/max|jax| = {error:.1e} (tolerance {TORCH_CHECK_TOLERANCE:g}): {'PASS' if passed else 'FAIL'}")
     return 0 if passed else 1
+
+
+def _torch_installed() -> bool:
+    try:
+        import torch_ref  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def torch_ref_outputs(state_dict: dict, model, x_nlc: np.ndarray, batch_size: int = 256) -> np.ndarray:

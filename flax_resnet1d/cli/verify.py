@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import MIN_FEATURE_LENGTH, input_shape
 from .. import memory
+from ..config import MIN_FEATURE_LENGTH, input_shape
 from ..errors import UsageError, input_file
 from ..io import readers
 from .options import add_config_argument, add_key_argument, parse_config

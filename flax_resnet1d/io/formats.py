@@ -201,9 +201,10 @@ def quiet_orbax_failures() -> Iterator[None]:
             lambda record: not (record.getMessage() == "Task exception was never retrieved" and record.exc_info
                                 and "tensorstore" in str(record.exc_info[1]).lower()))
     absl = logging.getLogger("absl")
-    level, absl.level = absl.level, logging.CRITICAL
+    level = absl.level
+    absl.setLevel(logging.CRITICAL)  # setLevel, not .level =: it clears the loggers' cached levels
     try:
         yield
     finally:
-        absl.level = level
+        absl.setLevel(level)
 

@@ -603,6 +603,6 @@ def _integer_labels(path: str, y: np.ndarray, split: str) -> np.ndarray:
         raise DataError(f"{path}: {split} labels must be 0..K-1; y[{int(np.argmin(y))}] = {y.min()} is negative")
     if y.max() > LABEL_LIMIT:
         i = int(np.argmax(y))
-        raise DataError(f"{path}: {split} label y[{i}] = {y[i]} ({y.dtype}) is beyond {LABEL_LIMIT} (int32): labels "
+        raise DataError(f"{path}: {split} label y[{i}] = {y[i]!s} ({y.dtype}) is beyond {LABEL_LIMIT} (int32): labels "
                         "must be 0..K-1 with K classes")
     return y.astype(np.int32)

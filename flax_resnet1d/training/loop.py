@@ -8,8 +8,8 @@ take part in each checkpoint; process 0 alone writes the run's other files."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -22,16 +22,17 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from .. import interrupts
 from ..errors import TrainingError
-from ..io import atomic
+from ..io.manifest import Manifest
 from . import data, distributed
 from .batching import augmentation, epoch_order, sharded_batches
 from .data import Dataset, TargetScale
 from .run_config import TrainConfig
-from .run_files import (CONFIG_FILE, CURVE_FILE, METRICS_FILE, append_text, checkpoint_manager, load_config,
-                        plot_learning_curve, read_init, restore_checkpoint, save_checkpoint, save_config)
-from .steps import (Task, TrainState, check_batch_size, create_state, data_parallel_mesh, jit_eval_step,
-                    jit_train_step, make_schedule, replicate)
+from .run_files import (CONFIG_FILE, append_metrics, checkpoint_manager, claim, load_config, plot_learning_curve,
+                        read_init, restore_checkpoint, retire, save_checkpoint, save_config, write_metrics)
+from .steps import (Task, TrainState, check_batch_size, check_memory, create_state, data_parallel_mesh,
+                    jit_eval_step, jit_train_step, make_schedule, replicate)
 
 log = logging.getLogger(__name__)
 
@@ -114,26 +115,33 @@ class FitResult:
     resumed_from: int | None  # epoch of the restored checkpoint
 
 
-def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = False, mesh: Mesh | None = None,
-        progress: bool = True) -> FitResult:
+def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = False, overwrite: bool = False,
+        inputs: tuple[str, ...] = (), mesh: Mesh | None = None, progress: bool = True) -> FitResult:
     """Train ``config`` on ``dataset``, writing metrics, checkpoints and the plot into ``run_dir``.
 
     With ``resume``, continue from the newest readable checkpoint: the result is bit-identical
     to an uninterrupted run, and ``metrics.jsonl`` is rewritten to the restored history first.
-    A run from a checkpoint (``config.init``) records epoch 0 first: the metrics of the initial
-    weights on both splits (the training split as evaluated, unaugmented), no step taken.
+    Everything is checked before ``run_dir`` is touched; ``overwrite`` then replaces a run there
+    (only what flax-resnet1d wrote, never a directory holding one of ``inputs``), and the run
+    holds the directory as its one writer until it returns. A run from a checkpoint
+    (``config.init``) records epoch 0 first: the metrics of the initial weights on both splits
+    (the training split as evaluated, unaugmented), no step taken.
     """
-    run = _open_run(config, dataset, run_dir, resume, mesh if mesh is not None else data_parallel_mesh())
-    state, history, resumed_from = _start_or_resume(run, resume)
-    state, start_epoch = replicate(state, run.mesh), resumed_from or 0
-    finished = start_epoch >= run.config.epochs
-    train_fn, eval_fn, compile_seconds = (None, None, 0.0) if finished else _compiled_steps(run, state)
-    if run.config.init is not None and not history:  # where fine-tuning starts
-        history.append(_initial_record(run, eval_fn, state))
-        if run.writer:
-            append_text(os.path.join(run.run_dir, METRICS_FILE), json.dumps(history[-1]) + "\n")
-    state = _train_epochs(run, train_fn, eval_fn, state, history, start_epoch, progress)
-    _finish(run, history)
+    run = _checked_run(config, dataset, run_dir, resume, mesh if mesh is not None else data_parallel_mesh())
+    with contextlib.ExitStack() as held:  # process 0 claims the directory; the others wait for it
+        own = distributed.on_primary("claim_run_dir", lambda: held.enter_context(
+            claim(run_dir, resume, overwrite, inputs)))
+        run = dataclasses.replace(run, own=own, manager=checkpoint_manager(run_dir))
+        state, history, resumed_from = _start_or_resume(run, resume)
+        state, start_epoch = replicate(state, run.mesh), resumed_from or 0
+        finished = start_epoch >= run.config.epochs
+        train_fn, eval_fn, compile_seconds = (None, None, 0.0) if finished else _compiled_steps(run, state)
+        if run.config.init is not None and not history:  # where fine-tuning starts
+            history.append(_initial_record(run, eval_fn, state))
+            if run.writer:
+                append_metrics(run.own, history[-1])
+        state = _train_epochs(run, train_fn, eval_fn, state, history, start_epoch, progress)
+        _finish(run, history)
     return FitResult(state, history, compile_seconds, resumed_from)
 
 
@@ -145,10 +153,11 @@ class _Run:
     dataset: Dataset  # as the network takes it (``model_inputs``)
     run_dir: str
     mesh: Mesh
-    manager: Any  # Orbax CheckpointManager over run_dir/checkpoints
     steps_per_epoch: int
     schedule: optax.Schedule
     task: Task
+    own: Manifest | None = None  # the run directory's manifest, on process 0 (the writer)
+    manager: Any = None  # Orbax CheckpointManager over run_dir/checkpoints
 
     @property
     def writer(self) -> bool:
@@ -156,9 +165,9 @@ class _Run:
         return jax.process_index() == 0
 
 
-def _open_run(config: TrainConfig, dataset: Dataset, run_dir: str, resume: bool, mesh: Mesh) -> _Run:
-    """Check that config, data, devices and run directory fit together (a new run: no
-    checkpoints yet; a resumed one: the same config and data), and open the checkpoints."""
+def _checked_run(config: TrainConfig, dataset: Dataset, run_dir: str, resume: bool, mesh: Mesh) -> _Run:
+    """Check that config, data and devices fit together, and for a resumed run that config and
+    data are the run's own, touching nothing on disk."""
     stored = load_config(run_dir) if resume and os.path.isfile(os.path.join(run_dir, CONFIG_FILE)) else None
     if stored is not None:  # DataError if the data changed since the run started (runs before digests: unchecked)
         data.with_digest(stored.data, dataset)
@@ -167,14 +176,12 @@ def _open_run(config: TrainConfig, dataset: Dataset, run_dir: str, resume: bool,
     distributed.check_same_setup(config.to_dict())
     check_batch_size(config.batch_size, mesh)
     check_model_takes(config, dataset)
-    manager = checkpoint_manager(run_dir, config.keep)
-    if not resume and manager.all_steps():
-        raise TrainingError(f"{run_dir} already holds checkpoints of a run; resume it or use another directory")
+    check_memory(config, dataset.length, mesh)
     if stored is not None and dataclasses.replace(stored, data=dataclasses.replace(stored.data, digest=config.data.digest)
                                                   ) != config:
         raise TrainingError(f"cannot resume {run_dir} with another configuration than its {CONFIG_FILE}")
     steps_per_epoch = math.ceil(len(dataset.y_train) / config.batch_size)
-    return _Run(config, dataset, run_dir, mesh, manager, steps_per_epoch, make_schedule(config, steps_per_epoch),
+    return _Run(config, dataset, run_dir, mesh, steps_per_epoch, make_schedule(config, steps_per_epoch),
                 Task.of(config, dataset.target_scale))
 
 
@@ -204,17 +211,17 @@ def _start_or_resume(run: _Run, resume: bool) -> tuple[TrainState, list[dict], i
     readable checkpoint's. Writes config.json, and metrics.jsonl as the history so far."""
     state = create_state(run.config, run.dataset.length, run.steps_per_epoch, _initial_variables(run.config))
     if run.writer:
-        save_config(run.run_dir, run.config)
+        save_config(run.own, run.config)
     history, resumed_from = [], None
     if resume:
-        restored = restore_checkpoint(run.manager, run.run_dir, replicate(state, run.mesh), quarantine=True)
+        restored = restore_checkpoint(run.manager, run.run_dir, replicate(state, run.mesh), run.own)
         if restored is None:
             log.warning("warning: %s has no readable checkpoint; starting from epoch 1", run.run_dir)
         else:
             state, meta = restored
             history, resumed_from = meta["history"], meta["epoch"]
     if run.writer:  # drops the lines of epochs after the checkpoint
-        atomic.write_text(os.path.join(run.run_dir, METRICS_FILE), "".join(json.dumps(h) + "\n" for h in history))
+        write_metrics(run.own, history)
     return state, history, resumed_from
 
 
@@ -262,6 +269,7 @@ def _train_epochs(run: _Run, train_fn: Callable | None, eval_fn: Callable | None
                disable=None if progress and run.writer else True)  # None: only on a terminal
     shown_test, metric = None, run.task.metrics[0]
     for epoch in range(start_epoch + 1, run.config.epochs + 1):
+        interrupts.check()  # a signal a library swallowed stops the run at the epoch's end
         state, record = _run_epoch(run, train_fn, eval_fn, state, epoch)
         history.append(record)
         _save_epoch(run, epoch, state, history)
@@ -290,6 +298,7 @@ def _run_epoch(run: _Run, train_fn: Callable, eval_fn: Callable, state: TrainSta
     if epoch % config.eval_every == 0 or epoch == config.epochs:
         test = evaluate(eval_fn, state, dataset.x_test, dataset.y_test, config.batch_size, run.mesh, run.task)
         record.update(test_loss=test.loss, **{f"test_{k}": v for k, v in test.metrics.items()})
+
     record.update(epoch_time_s=round(time.perf_counter() - start, 4),
                   step_time_ms=round(1e3 * train_seconds / run.steps_per_epoch, 3))
     return state, record
@@ -298,9 +307,11 @@ def _run_epoch(run: _Run, train_fn: Callable, eval_fn: Callable, state: TrainSta
 def _save_epoch(run: _Run, epoch: int, state: TrainState, history: list[dict]) -> None:
     """The epoch's line of metrics.jsonl, and its checkpoint every ``ckpt_every`` epochs and at the end."""
     if run.writer:
-        append_text(os.path.join(run.run_dir, METRICS_FILE), json.dumps(history[-1]) + "\n")
+        append_metrics(run.own, history[-1])
     if epoch % run.config.ckpt_every == 0 or epoch == run.config.epochs:
-        save_checkpoint(run.manager, epoch, state, history)
+        save_checkpoint(run.manager, run.own, epoch, state, history)
+        if run.writer:
+            retire(run.manager, run.own, run.config.keep)
 
 
 def _finish(run: _Run, history: list[dict]) -> None:
@@ -311,5 +322,5 @@ def _finish(run: _Run, history: list[dict]) -> None:
         model = config.model
         shape = (f"{model.block} {list(model.layers)} x{model.channel}" if hasattr(model, "layers")
                  else f"{model.in_planes}->{model.out_planes} {model.normalizer} norm")  # a standalone block
-        plot_learning_curve(history, os.path.join(run.run_dir, CURVE_FILE), f"{run.dataset.name}: {model.arch} "
-                            f"{shape}, {config.optimizer} lr {config.lr}", config.loss, run.task.metrics[0])
+        plot_learning_curve(run.own, history, f"{run.dataset.name}: {model.arch} {shape}, {config.optimizer} lr "
+                            f"{config.lr}", config.loss, run.task.metrics[0])

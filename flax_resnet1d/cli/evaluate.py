@@ -29,6 +29,9 @@ def check_takes(config, dataset, path: str, layout: str) -> None:
     training pads them) and outputs its targets' shape."""
     from ..training import loop
 
+    if not dataset.is_vector and dataset.in_planes != config.model.in_channels:
+        raise DataError(f"--data {path}: x has {dataset.in_planes} channels (layout {layout}) but the run's network "
+                        f"takes {config.model.in_channels}")
     try:
         loop.check_model_takes(config, dataset)
     except TrainingError as e:

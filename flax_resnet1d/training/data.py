@@ -383,9 +383,12 @@ def load_npz(path: str, layout: str = "NCL", test_path: str | None = None, test_
     x_train, y_train = read_arrays(path, layout, "training", vector)
     task = task or infer_task(y_train, vector)
     check_task_targets(path, y_train, task)
+    labels = _integer_labels if task == "classify" else (lambda _path, y, _split: y)
+    y_train = labels(path, y_train, "training")
     if test_path is not None:
         x_test, y_test = read_arrays(test_path, layout, "test", vector)
         check_task_targets(test_path, y_test, task)
+        y_test = labels(test_path, y_test, "test")
         if (y_test is None) != (y_train is None):
             raise DataError(f"{test_path}: {'has no' if y_test is None else 'has a'} y but {path} "
                             f"{'has one' if y_test is None else 'does not'}")
@@ -409,7 +412,6 @@ def load_npz(path: str, layout: str = "NCL", test_path: str | None = None, test_
                        for where, x in ((path, x_train), (test_path or path, x_test)))
     name = os.path.basename(path)
     if task == "classify":
-        y_train, y_test = _integer_labels(path, y_train, "training"), _integer_labels(test_path or path, y_test, "test")
         num_classes = check_classes(path, y_train)
         check_labels(y_test, num_classes, f"{test_path or path}: test label")
         return Dataset(name, x_train, y_train, x_test, y_test, classes=tuple(str(i) for i in range(num_classes)),
@@ -576,8 +578,9 @@ def read_arrays(path: str, layout: str = "NCL", split: str = "training", vector:
     if len(x) == 0:
         raise DataError(f"{path}: no examples")
     if 0 in x.shape[1:]:
-        raise DataError(f"{path}: x holds {'vectors' if vector else 'series'} of shape {x.shape[1:]} (layout {layout}); "
-                        "every axis must be at least 1")
+        raise DataError(f"{path}: x holds vectors of length 0" if vector else
+                        f"{path}: x holds series of length {x.shape[1]} with {x.shape[2]} channels (layout {layout}); "
+                        "both must be at least 1")
     x = x.astype(np.float64)
     bad = np.argwhere(~np.isfinite(x))
     if len(bad):

@@ -151,7 +151,7 @@ class TrainConfig:
             if unknown or missing:
                 raise TrainingError(f"unknown fields {unknown}" if unknown else f"missing {' and '.join(missing)}")
             if not isinstance(d["model"], dict):
-                raise TrainingError(f"model must be an object of constructor arguments, got {type(d['model']).__name__}")
+                raise TrainingError(f"model: expected an object of constructor arguments, got {type(d['model']).__name__}")
             return cls(**{**d, "model": config_from_dict(d["model"]), "data": DataSpec.from_dict(d["data"])})
         except (TypeError, ValueError, UsageError) as e:
             raise ConfigError(f"{source}: {e}" if source else str(e)) from None

@@ -57,8 +57,10 @@ def _refused(capsys, tmp_path: Path, argv: list, pattern: str, *also: Path) -> s
 
 
 def _commands(data: Path, test: Path | None, run_dir: Path, out: Path) -> dict[str, list]:
-    """The commands that read a user's .npz: as training data, as test data, as eval --data."""
-    return {"train --dataset": ["train", "--dataset", data, *TINY_MODEL, "--epochs", "1", "--out", out],
+    """The commands that read a user's .npz: as training data, as test data, as eval --data (as
+    labels: fractional float targets alone would make the task regress)."""
+    return {"train --dataset": ["train", "--dataset", data, "--task", "classify", *TINY_MODEL, "--epochs", "1",
+                                "--out", out],
             "train --test-data": ["train", "--dataset", test, "--test-data", data, *TINY_MODEL, "--epochs", "1",
                                   "--out", out],
             "eval --data": ["eval", run_dir, "--data", data]}

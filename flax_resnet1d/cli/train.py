@@ -56,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              for k, v in recipe.MODEL.items())
     signal_model = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                             for k, v in recipe.SIGNAL_MODEL.items())
-    m = p.add_argument_group(f"model (default: {default_model}; for signal targets {signal_model})")
+    m = p.add_argument_group(f"model (default: {default_model}; for signal targets --arch {recipe.ARCHS['signal']} "
+                                 f"{signal_model})")
     m.add_argument("--arch", choices=run_config.TRAIN_ARCHS, help="the network; its channels and outputs come from "
                                                                   "the data")
     m.add_argument("--preset", choices=sorted(FAMILY_PRESETS), help="an MDNC preset (64 channels, kernel 3)")

@@ -15,10 +15,11 @@ import numpy as np
 from .data import shifted
 
 # 2 stages (64, 128 channels) of one bottleneck block, kernel 9: MDNC's fewest down-samplings (length / 4).
-MODEL = {"arch": "EncoderNet1d", "channel": 64, "layers": [1, 1], "block": "bottleneck", "kernel_size": 9}
+MODEL = {"channel": 64, "layers": [1, 1], "block": "bottleneck", "kernel_size": 9}
 # signal: a U-Net of 3 levels (16, 32 channels, bottleneck blocks, kernel 9); its skips carry the
 # fine detail a denoised or reconstructed series needs, which an AE1d must squeeze through its middle.
-SIGNAL_MODEL = {"arch": "UNet1d", "channel": 16, "layers": [2, 2, 2], "block": "bottleneck", "kernel_size": 9}
+SIGNAL_MODEL = {"channel": 16, "layers": [2, 2, 2], "block": "bottleneck", "kernel_size": 9}
+ARCHS = {"classify": "EncoderNet1d", "regress": "EncoderNet1d", "signal": "UNet1d"}  # each task's default network
 BATCH_SIZE = 16
 EPOCHS = 600
 MAX_STEPS = 12000  # large training sets get fewer epochs...
@@ -37,7 +38,7 @@ TASK_TRAINING = {"classify": {**TRAINING, "loss": "cross_entropy"},
 
 
 def model(task: str) -> dict:
-    """The default network of ``task``: arch and its channel, layers, block, kernel_size."""
+    """The default network of ``task`` (``ARCHS``): its channel, layers, block, kernel_size."""
     return SIGNAL_MODEL if task == "signal" else MODEL
 
 

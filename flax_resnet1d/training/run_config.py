@@ -227,7 +227,7 @@ def data_arguments(arch: str, dataset: data.Dataset) -> dict:
 def model_config(given: dict, dataset: data.Dataset) -> Any:
     """The network: --preset or --arch with --channel/--layers/--block/--kernel-size (the task's
     recipe for those left out), sized to the data."""
-    arch = given_arch(given) or recipe.model(dataset.task)["arch"]
+    arch = given_arch(given) or recipe.ARCHS[dataset.task]
     if arch not in TASK_ARCHS[dataset.task]:
         raise UsageError(f"the task {dataset.task} (what the data's targets imply, or --task) trains "
                          f"{' or '.join(TASK_ARCHS[dataset.task][:3])}, not {arch}; {TASK_HINT[dataset.task]}")

@@ -182,7 +182,10 @@ def retire(manager, own: Manifest, keep: int) -> None:
     its epoch's name, so that a reader sees a checkpoint whole or not at all, never half-deleted."""
     for epoch in own.steps(CHECKPOINT_DIR)[:-keep]:
         retired = f"{CHECKPOINT_DIR}/.{epoch}.retired"
-        own.move(f"{CHECKPOINT_DIR}/{epoch}", retired)
+        if os.path.isdir(os.path.join(own.root, CHECKPOINT_DIR, str(epoch))):
+            own.move(f"{CHECKPOINT_DIR}/{epoch}", retired)
+        else:  # killed between move's rename and its manifest update: the entries name a directory gone
+            own.remove(f"{CHECKPOINT_DIR}/{epoch}")
         own.remove(retired)
     manager.reload()
 

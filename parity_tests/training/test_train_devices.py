@@ -63,13 +63,18 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_eight_devices_match_one_device(tmp_path):
+def on_eight_devices(script: str, tmp_path) -> dict:
+    """The JSON last line of ``script`` run in a process with 8 simulated CPU devices."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True, env=env,
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_eight_devices_match_one_device(tmp_path):
+    result = on_eight_devices(SCRIPT, tmp_path)
     print(f"8 vs 1 devices after 3 epochs: params max rel err {result['param_rel_err']:.2e}, logits "
           f"{result['logits_rel_err']:.2e}, losses {result['loss_rel_err']:.2e}, test accuracies {result['accuracies']}")
     assert result["param_devices"] == 8 and result["param_replicated"]
@@ -112,12 +117,7 @@ TASKS_SCRIPT = textwrap.dedent("""
 
 
 def test_every_task_on_eight_devices_matches_one_device(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run([sys.executable, "-c", TASKS_SCRIPT, str(tmp_path)], capture_output=True, text=True, env=env,
-                         timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    errors = json.loads(run.stdout.strip().splitlines()[-1])
+    errors = on_eight_devices(TASKS_SCRIPT, tmp_path)
     print(f"8 vs 1 devices, every epoch metric, max relative difference: {errors}")
     assert set(errors) == {"regress", "signal", "batchnorm"}
     assert all(error <= LOSS_TOLERANCE for error in errors.values())

@@ -72,6 +72,11 @@ def test_init_from_an_mdnc_checkpoint_of_each_architecture(arch, tmp_path, capsy
     assert recorded.init_sha256 == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert recorded.task == ("classify" if arch == "EncoderNet1d" else "signal")
 
+    assert cli.main(["eval", str(run_dir), "--json"]) == 0  # the task's metrics
+    evaluated = json.loads(capsys.readouterr().out)
+    assert set(evaluated["test"]) == ({"loss", "accuracy", "examples"} if arch == "EncoderNet1d"
+                                      else {"loss", "snr_db", "rmse", "examples"})
+    assert evaluated["test"]["loss"] == first["test_loss"]  # the checkpoint of epoch 1
     assert cli.main(["export", str(run_dir), str(tmp_path / "exported.pt")]) == 0
     assert "PASS" in capsys.readouterr().out
     net = torch_ref.from_config(config)

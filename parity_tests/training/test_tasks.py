@@ -16,8 +16,8 @@ from flax.traverse_util import flatten_dict
 from train_helpers import assert_same_state, without_timing
 
 import torch_ref
-from flax_resnet1d import port
-from flax_resnet1d.config import AEConfig, BlockPlainConfig, DecoderConfig, EncoderConfig
+from flax_resnet1d import errors, port
+from flax_resnet1d.config import FAMILY_PRESETS, AEConfig, BlockPlainConfig, DecoderConfig, EncoderConfig
 from flax_resnet1d.parity import relative_error, to_flax_input, to_mdnc_output
 from flax_resnet1d.training import batching, data, loop, run_config, run_files
 
@@ -195,3 +195,23 @@ def test_regression_archive_sets(tmp_path):
                   "@targetlabel true\n@data\n1,2,3:4,5,6:0.25\n3,2,1:6,5,4:-1.5\n")
     series, y, classes = data.read_ts("tiny", str(ts))
     assert classes == () and y.tolist() == [0.25, -1.5] and series[1].tolist() == [[3, 6], [2, 5], [1, 4]]
+
+
+@pytest.mark.parametrize("preset", sorted(FAMILY_PRESETS))
+def test_every_family_preset_is_sized_to_the_data_it_trains_on(preset):
+    arch = FAMILY_PRESETS[preset][0]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 16) if arch == "DecoderNet1d" else (4, 256, 2)).astype(np.float32)
+    y = {"EncoderNet1d": np.arange(4, dtype=np.int32) % 3, "DecoderNet1d": rng.standard_normal((4, 100, 2))}.get(
+        arch, rng.standard_normal((4, 256, 3))).astype(np.float32 if arch != "EncoderNet1d" else np.int32)
+    task = "classify" if arch == "EncoderNet1d" else "signal"
+    dataset = data.Dataset("d", x, y, x, y, ("a", "b", "c") if task == "classify" else (), task=task)
+    if preset == "unet16":  # MDNC builds it and fails at its first forward: refused up front
+        with pytest.raises(errors.UsageError, match="MDNC builds this network and fails at its first forward"):
+            run_config.model_config({"preset": preset}, dataset)
+        return
+    model = run_config.model_config({"preset": preset}, dataset)
+    assert model.arch == arch and model.channel == 64
+    config = run_config.TrainConfig(model, data.DataSpec("d.npz", task=task, vector=arch == "DecoderNet1d"),
+                                    loss="cross_entropy" if task == "classify" else "mse", label_smoothing=0.0)
+    loop.check_model_takes(config, loop.model_inputs(dataset, model))  # inputs, lengths and targets fit

@@ -112,7 +112,8 @@ class _NamedStream:
 def entry() -> None:
     """The installed command: ``main``, with signals handled from the first instruction to the
     last (a late one cannot turn into a success)."""
-    with interrupts.handled("flax-resnet1d"):
+    command = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else ""
+    with interrupts.handled(f"flax-resnet1d {command}".rstrip()):  # until main knows the command for sure
         code = main(program=True)
     sys.exit(code)
 

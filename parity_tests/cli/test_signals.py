@@ -5,6 +5,7 @@ signal a library swallows (raised inside a garbage-collection callback) in-proce
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -37,11 +38,13 @@ WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGH
 
 @pytest.fixture
 def long_run(tmp_path, tiny_run) -> Path:
-    """A copy of the one-epoch run that --resume continues for many epochs."""
+    """A copy of the one-epoch run that --resume continues for many epochs, saving each (a signal
+    then often lands inside an Orbax save)."""
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)
     config = run_dir / "config.json"
-    config.write_text(config.read_text().replace('"epochs": 1,', '"epochs": 5000,'))
+    text = config.read_text().replace('"epochs": 1,', '"epochs": 5000,')
+    config.write_text(re.sub(r'"ckpt_every": \d+', '"ckpt_every": 1', text))
     return run_dir
 
 

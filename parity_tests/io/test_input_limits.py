@@ -131,6 +131,8 @@ def _edited_run(tiny_run: Path, tmp_path: Path, edit) -> Path:
 
 NEEDS = r"needs about [\d.]+ [KMGTP]iB of memory, more than the [\d.]+ [KMGTP]?i?B available"
 MEMORY = {  # command (formatted with the inputs) -> what the message says
+    "train --batch-size": (["train", "--dataset", "{train}", *TINY_MODEL, "--batch-size", "1000000000", "--out",
+                            "{out}"], rf"a train step of batch size 1000000000 .*{NEEDS}"),
     "verify --batch": (["verify", "{ckpt}", "--batch", "1000000000"], rf"verify --batch 1000000000 --length \d+ {NEEDS}"),
     "verify --length": (["verify", "{ckpt}", "--length", "1000000000000"], rf"--length 1000000000000 {NEEDS}"),
     "verify --input (lying .npy)": (["verify", "{ckpt}", "--input", "{npy}"],

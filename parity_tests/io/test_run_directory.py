@@ -169,6 +169,24 @@ def test_a_run_written_before_manifests_resumes_but_is_not_overwritten(tmp_path,
     assert Manifest.read(run_dir).foreign() == [] and Manifest.read(run_dir).steps("checkpoints") == [1, 2]
 
 
+def test_export_checks_its_data_before_writing(tmp_path, capsys, user_data):
+    data = tmp_path / "data"
+    shutil.copytree(user_data, data)
+    run_dir = tmp_path / "run"
+    assert run(capsys, *_train(data, run_dir))[0] == 0
+    shutil.move(data, tmp_path / "moved")
+    assert_one_line_exit_2(run(capsys, "export", run_dir, tmp_path / "model.pt"), r"train\.npz")
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_title_with_tex_is_plotted_as_text(tmp_path, capsys, user_data):
+    """A data set's file name reaches the learning curve's title; "$...$" in it is not TeX."""
+    data = tmp_path / r"x$\frac{a}$_{b.npz"
+    shutil.copy(user_data / "train.npz", data)
+    assert run(capsys, *_train(user_data, tmp_path / "run")[:-2], "--dataset", data, "--out", tmp_path / "run")[0] == 0
+    assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 0
+
+
 def test_eval_creates_nothing(tmp_path, capsys, tiny_run):
     run_dir = _copy(tiny_run, tmp_path / "run")
     shutil.rmtree(run_dir / "checkpoints")

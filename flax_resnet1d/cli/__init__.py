@@ -47,8 +47,9 @@ def main(argv: list[str] | None = None, program: bool = False) -> int:
         return int(e.code or 0)
     with interrupts.handled(f"flax-resnet1d {args.command}" if program else None):
         code, message = _run(args)
-        if interrupts.received() is not None and code < 128:  # a signal a library swallowed, or one
-            code, message = 128 + interrupts.received(), interrupts.SIGNALS[interrupts.received()]  # it turned into an error
+        signum = interrupts.received()
+        if signum is not None and code < 128:  # a signal a library swallowed, or one it turned into an error
+            code, message = 128 + signum, interrupts.SIGNALS[signum]
         if message:
             print(f"flax-resnet1d {args.command}: {message}", file=sys.stderr)
         return code

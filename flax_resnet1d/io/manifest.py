@@ -132,7 +132,7 @@ class Manifest:
     def settle(self) -> None:
         """Finish the record of what a killed process left: a directory it was writing that was
         renamed into place is complete and listed; its temporaries are deleted."""
-        self._remove_temporaries({rel for rel in self.files if "/" not in rel.rstrip("/")})
+        self._remove_temporaries({MANIFEST_FILE} | {rel for rel in self.files if "/" not in rel.rstrip("/")})
         for pending in sorted(self.pending):
             for path in self.root.glob(f"{glob.escape(pending)}.*"):
                 if not path.is_symlink():
@@ -164,8 +164,8 @@ class Manifest:
         the directories left empty; a user's file keeps its directory."""
         prefix = rel_dir + "/" if rel_dir else ""
         for pending in sorted(p for p in self.pending if p == rel_dir or p.startswith(prefix)):
-            for path in self.root.glob(f"{pending}*"):  # the directory and Orbax's temporaries of it
-                if self.owns(path.relative_to(self.root).as_posix()) and not path.is_symlink():
+            for path in [self.root / pending, *self.root.glob(f"{glob.escape(pending)}.*")]:  # and Orbax's temporaries
+                if path.exists() and not path.is_symlink():
                     _rmtree(path)
         gone = {rel for rel in self.files if rel.startswith(prefix)}
         for rel in sorted(rel for rel in gone if not rel.endswith("/")):

@@ -18,6 +18,7 @@ from checkpoint_helpers import leftovers, small_state_dict, write_checkpoint
 from cli_helpers import run
 from conftest import MANIFEST, MDNC_DIR
 
+from flax_resnet1d import interrupts
 from flax_resnet1d.cli import summary as cli_summary
 from flax_resnet1d.io import atomic
 from flax_resnet1d.io.manifest import Manifest
@@ -87,6 +88,7 @@ def test_a_swallowed_signal_still_fails_the_command(monkeypatch, capsys):
 
     monkeypatch.setattr(cli_summary, "run_summary", command)  # registered when main builds its parser
     assert run(capsys, "summary", "--preset", "encnet12") == (143, "finished\n", "flax-resnet1d summary: terminated\n")
+    assert interrupts.received() is None  # nothing left pending for the caller's later writes
 
 
 def test_nothing_is_committed_after_a_swallowed_signal(tmp_path, monkeypatch, capsys):

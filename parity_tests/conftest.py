@@ -179,3 +179,27 @@ def pytest_terminal_summary(terminalreporter):
     for dtype, source in sorted({key[:2] for key in worst}):
         write(f"{dtype:<8} {source:<30}" + "".join(f"{worst[(dtype, source, q)]:>18.2e}" if (dtype, source, q) in worst
                                                    else f"{'-':>18}" for q in quantities))
+
+
+# -- a user's data set and one real run on it, shared by the reliability tests ---------------------
+@pytest.fixture(scope="session")
+def user_data(tmp_path_factory) -> Path:
+    """A .npz data set of the user's (train and test files)."""
+    from train_helpers import save_npz, synthetic_dataset
+
+    directory = tmp_path_factory.mktemp("data")
+    save_npz(synthetic_dataset(), directory / "train.npz", directory / "test.npz")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, user_data) -> Path:
+    """A real (one-epoch) run directory written by `flax-resnet1d train`."""
+    from train_helpers import TINY_MODEL
+
+    from flax_resnet1d import cli
+
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    assert cli.main(["train", "--dataset", str(user_data / "train.npz"), "--test-data", str(user_data / "test.npz"),
+                     *TINY_MODEL, "--epochs", "1", "--out", str(run_dir)]) == 0
+    return run_dir

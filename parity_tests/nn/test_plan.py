@@ -17,6 +17,7 @@ import torch
 
 import torch_ref
 from flax_resnet1d import config_from_dict, plan as P
+from flax_resnet1d.errors import ConfigError
 from flax_resnet1d.model import InstanceNorm1d, NormAct, PReLU, from_config
 from flax_resnet1d.parity import dtype_context, relative_error
 
@@ -50,6 +51,12 @@ def test_flow_is_well_formed(d):
             saved.add(step.name)
         name = step.name if isinstance(step, P.ConcatSkip) else getattr(step, "length", None)
         assert not isinstance(name, str) or name in saved
+
+
+def test_a_network_too_deep_to_search_is_refused_at_once():
+    config = config_from_dict({"arch": "EncoderNet1d", "channel": 2, "layers": [1] * 30})
+    with pytest.raises(ConfigError, match=r"30 stages need inputs of about 2\*\*30 steps"):
+        config.min_length()
 
 
 @pytest.mark.parametrize("d", CONFIGS, ids=ids)

@@ -20,7 +20,8 @@ import threading
 from ..errors import UsageError
 
 # Modules that register sub-commands, in --help order.
-COMMAND_MODULES: tuple[str, ...] = ("convert", "verify", "summary", "train", "evaluate", "export")
+COMMAND_MODULES: tuple[str, ...] = ("convert", "verify", "summary", "train", "evaluate", "predict", "explain",
+                                    "export")
 
 
 class ArgumentParser(argparse.ArgumentParser):

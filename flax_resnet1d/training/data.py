@@ -128,13 +128,32 @@ class DataSpec:
     test_fraction: float = 0.2
     normalize: str = "series"
     digest: str | None = None  # sha256 of the loaded arrays, recorded by the run (see ``with_digest``)
+    # Recorded with the digest, so a run predicts without its data: the class names, the series
+    # length the network trained on, and the ``channel`` statistics (absent in older runs).
+    classes: tuple[str, ...] | None = None
+    length: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> DataSpec:
+        d = dict(d)
+        for name in ("classes", "mean", "std"):
+            if d.get(name) is not None:
+                d[name] = tuple(d[name])
         return cls(**d)
+
+    @property
+    def normalization(self) -> Normalization | None:
+        """The recorded normalization (None for a run from before statistics were recorded)."""
+        if self.normalize != "channel":
+            return Normalization(self.normalize)
+        if self.mean is None:
+            return None
+        return Normalization("channel", np.array(self.mean, np.float64), np.array(self.std, np.float64))
 
 
 def input_files(spec: DataSpec) -> tuple[str, ...]:
@@ -162,13 +181,16 @@ def digest(dataset: Dataset) -> str:
 
 
 def with_digest(spec: DataSpec, dataset: Dataset) -> DataSpec:
-    """``spec`` with the digest of ``dataset`` recorded; DataError if it recorded another one."""
+    """``spec`` with the digest of ``dataset`` recorded, and what prediction needs of it (classes,
+    length, statistics); DataError if it recorded another digest."""
     actual = digest(dataset)
     if spec.digest is not None and spec.digest != actual:
         files = " and ".join(input_files(spec)) or f"the archive set {spec.source}"
         raise DataError(f"{files}: the data changed since the run recorded it (sha256 {spec.digest[:12]}..., now "
                         f"{actual[:12]}...); restore the original data, or start a new run with --out")
-    return dataclasses.replace(spec, digest=actual)
+    statistics = {name: None if value is None else tuple(map(float, value))
+                  for name, value in (("mean", dataset.normalization.mean), ("std", dataset.normalization.std))}
+    return dataclasses.replace(spec, digest=actual, classes=tuple(dataset.classes), length=dataset.length, **statistics)
 
 
 def default_normalization(source: str) -> str:

@@ -135,8 +135,9 @@ def _open_run(config: TrainConfig, dataset: Dataset, run_dir: str, resume: bool,
     """Check that config, data, devices and run directory fit together (a new run: no
     checkpoints yet; a resumed one: the same config and data), and open the checkpoints."""
     stored = load_config(run_dir) if resume and os.path.isfile(os.path.join(run_dir, CONFIG_FILE)) else None
-    if stored is not None:  # DataError if the data changed since the run started (runs before digests: unchecked)
-        data.with_digest(stored.data, dataset)
+    # DataError if the data changed since the run started (runs before digests: unchecked); what
+    # older runs did not record (classes, length, statistics) is recorded now
+    recorded = data.with_digest(stored.data, dataset) if stored is not None else None
     config = dataclasses.replace(config, data=data.with_digest(config.data, dataset))  # recorded in config.json
     dataset = model_inputs(dataset, config.model)
     distributed.check_same_setup(config.to_dict())
@@ -145,8 +146,7 @@ def _open_run(config: TrainConfig, dataset: Dataset, run_dir: str, resume: bool,
     manager = checkpoint_manager(run_dir, config.keep)
     if not resume and manager.all_steps():
         raise TrainingError(f"{run_dir} already holds checkpoints of a run; resume it or use another directory")
-    if stored is not None and dataclasses.replace(stored, data=dataclasses.replace(stored.data, digest=config.data.digest)
-                                                  ) != config:
+    if stored is not None and dataclasses.replace(stored, data=recorded) != config:
         raise TrainingError(f"cannot resume {run_dir} with another configuration than its {CONFIG_FILE}")
     steps_per_epoch = math.ceil(len(dataset.y_train) / config.batch_size)
     return _Run(config, dataset, run_dir, mesh, manager, steps_per_epoch, make_schedule(config, steps_per_epoch))

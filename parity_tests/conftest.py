@@ -179,3 +179,24 @@ def pytest_terminal_summary(terminalreporter):
     for dtype, source in sorted({key[:2] for key in worst}):
         write(f"{dtype:<8} {source:<30}" + "".join(f"{worst[(dtype, source, q)]:>18.2e}" if (dtype, source, q) in worst
                                                    else f"{'-':>18}" for q in quantities))
+
+
+# -- a trained run (the inference tests) ----------------------------------------------
+@pytest.fixture(scope="session")
+def classifier_run(tmp_path_factory):
+    """A tiny run on the user's arrays with channel normalization (its recorded statistics are
+    part of the preprocessing): (run directory, test series (N, C, L) as the user has them); 3
+    classes, 2 channels, length 32."""
+    from train_helpers import save_npz, synthetic_dataset
+
+    from flax_resnet1d import cli
+
+    folder = tmp_path_factory.mktemp("inference")
+    dataset = synthetic_dataset(n_train=40, n_test=24, length=32, channels=2, classes=3)
+    dataset = type(dataset)(**{**dataset.__dict__, "x_train": dataset.x_train * 3 + 1, "x_test": dataset.x_test * 3 + 1})
+    save_npz(dataset, folder / "train.npz", folder / "test.npz")
+    run_dir = str(folder / "run")
+    assert cli.main(["train", "--dataset", str(folder / "train.npz"), "--test-data", str(folder / "test.npz"),
+                     "--normalize", "channel", "--channel", "4", "--layers", "1", "1", "--block", "plain",
+                     "--kernel-size", "3", "--epochs", "2", "--no-progress", "--out", run_dir]) == 0
+    return run_dir, np.load(folder / "test.npz")["x"]

@@ -43,7 +43,8 @@ def _check_npy_header(path: str, f, what: str) -> None:
     """Read an .npy header from the open file ``f`` and refuse it if it cannot fit in memory."""
     try:
         version = np.lib.format.read_magic(f)
-        shape, _, dtype = np.lib.format._read_array_header(f, version)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
     except (ValueError, OSError, EOFError) as e:
         raise DataError(f"{path}: not a readable .npy array ({e})") from None
     if dtype.hasobject:

@@ -19,6 +19,7 @@ def to_nnx(config: Any, variables: dict | None = None, seed: int = 0, **kwargs):
     """The NNX module of ``config`` (a family config or its dict): randomly initialised from
     ``seed``, or holding ``variables`` (Flax variables: ``params``, and ``batch_stats`` with
     BatchNorm). ``kwargs`` go to the Linen module (dtype, param_dtype, precision)."""
+    import jax
     import jax.numpy as jnp
     from flax import nnx
     from flax.nnx import bridge
@@ -27,14 +28,20 @@ def to_nnx(config: Any, variables: dict | None = None, seed: int = 0, **kwargs):
     from ..parity import to_flax_input
 
     config = coerce_config(config)
-    example = jnp.zeros(to_flax_input(np.zeros(input_shape(config, 1, None))).shape, kwargs.get("param_dtype",
-                                                                                                 jnp.float32))
-    module = bridge.ToNNX(from_config(config, **kwargs), rngs=nnx.Rngs(seed)).lazy_init(example)
-    if variables is not None:
-        state = nnx.state(module)
-        state.replace_by_pure_dict(_merged(variables))
-        nnx.update(module, state)
-    return module
+    linen = from_config(config, **kwargs)
+    example = jnp.zeros(to_flax_input(np.zeros(input_shape(config, 1, None))).shape,
+                        kwargs.get("param_dtype", jnp.float32))
+    # The structure traced abstractly, the values from ``variables`` or one compiled init, unoptimized
+    # as ``training.steps.create_state``'s (eager init dispatches every random op one by one).
+    abstract = nnx.eval_shape(lambda: bridge.ToNNX(linen, rngs=nnx.Rngs(seed)).lazy_init(example))
+    if variables is None:
+        key = jax.random.key(seed)
+        variables = jax.jit(linen.init).lower(key, example).compile({"xla_backend_optimization_level": 0})(key, example)
+    graphdef, state = nnx.split(abstract)
+    state = jax.tree.map(lambda leaf: jax.random.key(seed) if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+                         else jnp.zeros(leaf.shape, leaf.dtype), state)  # the Rngs the module keeps
+    nnx.replace_by_pure_dict(state, _merged(variables))
+    return nnx.merge(graphdef, state)
 
 
 def load_nnx(path: str | os.PathLike, config: Any = None, key: str | None = None):

@@ -38,7 +38,7 @@ TASKS = ("classification", "regression", "signal")
 BATCH_SIZE = 256
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: a static argument of the compiled function
 class Member:
     """One trained network with what its inputs go through before it."""
 
@@ -294,8 +294,15 @@ class Predictor:
         out = (x_shape[0], *out[1:])
         return out if len(out) == 2 or self.layout == "NLC" else (out[0], out[2], out[1])
 
-    def _core(self, x):
-        return ensemble_output(self.members, self.task, [_float32(m.variables) for m in self.members], x)
+    def _core(self, x, variables=None):
+        """The mean output on channels-last float32 ``x``, of ``variables`` (default: the members' own,
+        as constants of the computation)."""
+        variables = self._variables if variables is None else variables
+        return ensemble_output(self.members, self.task, variables, x)
+
+    @functools.cached_property
+    def _variables(self) -> list[dict]:
+        return [_float32(m.variables) for m in self.members]
 
     def function(self) -> Callable:
         """The pure prediction function of float32 inputs ``x`` in ``layout`` (the run's length),
@@ -309,11 +316,6 @@ class Predictor:
 
         return predict
 
-    @functools.cached_property
-    def _jitted(self):
-        import jax
-
-        return jax.jit(self._core)
 
     def outputs(self, x, batch_size: int = BATCH_SIZE, progress: bool | None = False, source: str = "x") -> np.ndarray:
         """The ensemble's mean output: probabilities ``(N, K)``, values ``(N, K)`` or signals in
@@ -333,7 +335,7 @@ class Predictor:
             chunk = x[start:start + batch]
             padded = chunk if len(chunk) == batch else np.concatenate([chunk, np.zeros((batch - len(chunk),
                                                                                         *chunk.shape[1:]), chunk.dtype)])
-            y = np.asarray(self._jitted(padded))[:len(chunk)]
+            y = np.asarray(_compiled_ensemble()(self.members, self.task, self._variables, padded))[:len(chunk)]
             out[start:start + len(chunk)] = y if y.ndim == 2 or self.layout == "NLC" else y.swapaxes(1, 2)
         return out
 
@@ -352,6 +354,15 @@ class Predictor:
         """Labels of a classifier, else ``outputs`` (values, signals)."""
         y = self.outputs(x, batch_size, progress)
         return self.labels(y) if self.task == "classification" else y
+
+
+@functools.cache
+def _compiled_ensemble():
+    """``ensemble_output`` jitted once for every predictor (the members and task static, the weights
+    arguments rather than constants: nothing to fold), so predictors of the same members share it."""
+    import jax
+
+    return jax.jit(ensemble_output, static_argnums=(0, 1))
 
 
 def _float32(variables: dict) -> dict:

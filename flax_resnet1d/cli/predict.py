@@ -63,7 +63,7 @@ def run_predict(args: argparse.Namespace) -> int:
     predictor = load_predictor(args)
     member = predictor.members[0]
     results.check_prediction_output(args.out, args.overwrite, predictor.task, member.config.out_channels)
-    x = inputs.read_inputs(args.input, args.layout, vector=member.is_vector_input)
+    x = inputs.read_inputs(args.input, args.layout, vector=member.config.in_length if member.is_vector_input else None)
     if not isinstance(x, list) and x.ndim == 3 and args.layout == "NCL":
         x = x.swapaxes(1, 2)  # read_inputs gives channels-last series, the predictor takes its layout
     outputs = predictor.outputs(x, args.batch_size, progress=None if not args.no_progress else False,

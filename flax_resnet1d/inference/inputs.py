@@ -53,9 +53,9 @@ def _check_npy_header(path: str, f, what: str) -> None:
     check_memory(path, f"{what} of shape {tuple(shape)} {dtype}", count * max(dtype.itemsize, 8))
 
 
-def read_inputs(path: str, layout: str = "NCL", vector: bool = False) -> np.ndarray | list[np.ndarray]:
+def read_inputs(path: str, layout: str = "NCL", vector: int | None = None) -> np.ndarray | list[np.ndarray]:
     """The series in ``path`` as ``(N, L, C)`` float64 (a list of ``(L_i, C)`` for a ``.ts`` of
-    several lengths); with ``vector`` (a decoder's vector input) ``(N, in_length)``."""
+    several lengths); with ``vector`` (a decoder's ``in_length``) vectors ``(N, in_length)``."""
     if layout not in LAYOUTS:
         raise DataError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     suffix = os.path.splitext(path)[1].lower()
@@ -78,8 +78,8 @@ def read_inputs(path: str, layout: str = "NCL", vector: bool = False) -> np.ndar
     if len(bad):
         raise DataError(f"{path}: x contains {len(bad)} NaN/Inf values (first in series {bad[0][0]})")
     if vector:
-        if x.ndim != 2:
-            raise DataError(f"{path}: the network takes vectors (N, in_length), got an array of shape {x.shape}")
+        if x.shape[1:] != (vector,):
+            raise DataError(f"{path}: the network takes vectors (N, {vector}), got an array of shape {x.shape}")
         return x
     if x.ndim == 2:
         return x[:, :, None]

@@ -10,7 +10,7 @@ a decoder's or autoencoder's output) in the input's layout.
 A run applies its own preprocessing: each series resampled (linear interpolation) to the length
 the run trained on when it has another, normalized as in training (with the run's recorded
 statistics for ``channel``), and zero-padded at the end to the network's minimum length. A bare
-checkpoint applies only the padding, and the normalization ``normalize`` names. Several models
+checkpoint applies only the normalization ``normalize`` names (none by default). Several models
 form an ensemble: their outputs (probabilities, values, signals) are averaged, as the ensembles
 of Ismail Fawaz et al. (2019) average their members'; members must agree on the task, the classes
 and the input they take.
@@ -48,6 +48,7 @@ class Member:
     normalization: Normalization = Normalization("none")
     length: int | None = None  # series are resampled to this length (a run's), None: taken as given
     classes: tuple[str, ...] | None = None  # a classifier's class names (None: the class indices)
+    pad: bool = False  # zero-pad short series at the end to the network's minimum length (as a run trained)
 
     @property
     def is_classifier(self) -> bool:
@@ -102,7 +103,8 @@ def _load_run(path: str) -> Member:
         dataset = data.load(spec)
         normalization, length = dataset.normalization, dataset.length
     classes = spec.classes  # None in older runs: labels are then the class indices
-    return Member(path, train_config.model, {"params": jax.device_get(state.params)}, normalization, length, classes)
+    return Member(path, train_config.model, {"params": jax.device_get(state.params)}, normalization, length, classes,
+                  pad=True)
 
 
 def check_members(members: Sequence[Member], task: str) -> None:
@@ -156,14 +158,14 @@ def normalized(x, normalization: Normalization):
 
 
 def model_input(member: Member, x):
-    """What the network takes: ``(B, L, C)`` inputs normalized and zero-padded at the end to its
-    minimum length (a vector input as it is)."""
+    """What the network takes: ``(B, L, C)`` inputs normalized and (a run's) zero-padded at the
+    end to its minimum length; a vector input as it is."""
     import jax.numpy as jnp
 
     if member.is_vector_input:
         return x
     x = normalized(x, member.normalization)
-    pad = (member.config.min_length() or 0) - x.shape[1]
+    pad = (member.config.min_length() or 0) - x.shape[1] if member.pad else 0
     return jnp.pad(x, ((0, 0), (0, pad), (0, 0))) if pad > 0 else x
 
 
@@ -280,8 +282,8 @@ class Predictor:
             if x.ndim != 3:
                 raise DataError(f"{source}: {member.source} takes series (N, C, L) or (N, L), got shape {x.shape}")
             try:
-                member.config.check_input_shape((len(x), max(x.shape[1], member.config.min_length() or 0),
-                                                 x.shape[2]), channel_axis=2)
+                length = max(x.shape[1], member.config.min_length() or 0) if member.pad else x.shape[1]
+                member.config.check_input_shape((len(x), length, x.shape[2]), channel_axis=2)
             except ValueError as e:
                 raise DataError(f"{source}: {member.source}: {e}") from None
         return x

@@ -122,7 +122,7 @@ def _member_forward(member: Member, net, x, task: str):
             mean = torch.tensor(np.asarray(member.normalization.mean, np.float32))[:, None]
             std = torch.tensor(np.asarray(member.normalization.std, np.float32))[:, None]
             x = (x - mean) / std
-        pad = (member.config.min_length() or 0) - x.shape[2]
+        pad = (member.config.min_length() or 0) - x.shape[2] if member.pad else 0
         if pad > 0:
             x = torch.nn.functional.pad(x, (0, pad))
     y = net(x)

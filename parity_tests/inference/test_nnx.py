@@ -1,5 +1,5 @@
 """Flax NNX: every architecture's MDNC checkpoint, ported, gives torch_ref's outputs as an NNX
-module, and an NNX training step gives the Linen module's gradients."""
+module, and NNX's gradients are the Linen module's (the docs' NNX training example takes its steps)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_a_ported_mdnc_checkpoint_gives_torch_refs_outputs_in_nnx(name):
     assert relative_error(to_flax_input(np.asarray(outputs)), expected) <= 1e-5
 
 
-def test_an_nnx_training_step_takes_the_linen_gradients(make_flax_variables):
+def test_nnx_gradients_are_the_linen_gradients(make_flax_variables):
     config = EncoderConfig(4, (1, 1), "bottleneck", 3, in_planes=2, out_length=3)
     variables = make_flax_variables(config, "float32", seed=1)
     module = to_nnx(config, variables)
@@ -50,7 +50,3 @@ def test_an_nnx_training_step_takes_the_linen_gradients(make_flax_variables):
     nnx_grads = port.flax_to_torch(nnx.to_pure_dict(grads), config)
     for key, expected in port.flax_to_torch(linen_grads, config).items():
         assert relative_error(nnx_grads[key], expected) <= 1e-4, key
-    optimizer = nnx.Optimizer(module, optax.sgd(0.1), wrt=nnx.Param)
-    before = nnx.jit(loss)(module)
-    optimizer.update(module, grads)
-    assert nnx.jit(loss)(module) < before

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import numbers
+import os
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from . import plan as P
-from .errors import UsageError
+from .errors import ConfigError, UsageError, first_line, input_file
 
 BLOCK_DEPTH = {"plain": 2, "bottleneck": 3}  # convolutions on the residual branch
 NORMALIZERS = ("batch", "inst", "pinst", "null")
@@ -101,14 +104,26 @@ class _Config:
 
     @classmethod
     def from_dict(cls, d: dict):
+        """The config of a dict of constructor arguments (a config file's, with an optional
+        ``arch``): ConfigError naming the field and its value if it is not one."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{cls.arch} config: expected an object of constructor arguments, got "
+                              f"{type(d).__name__}")
         d = dict(d)
         arch = d.pop("arch", cls.arch)
         if arch != cls.arch:
-            raise ValueError(f"{cls.arch} config: arch is {arch!r}")
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+            raise ConfigError(f"{cls.arch} config: arch is {arch!r}")
+        fields = dataclasses.fields(cls)
+        unknown = set(d) - {f.name for f in fields}
         if unknown:
-            raise ValueError(f"{cls.arch} config: unknown fields {sorted(unknown)}")
-        return cls(**d)
+            raise ConfigError(f"{cls.arch} config: unknown fields {sorted(unknown)}")
+        missing = [f.name for f in fields if f.name not in d and f.default is dataclasses.MISSING]
+        if missing:
+            raise ConfigError(f"{cls.arch} config: missing {', '.join(missing)}")
+        try:
+            return cls(**d)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from None
 
     def to_dict(self) -> dict:
         """The constructor arguments with ``arch``; an EncoderNet1d's dict has none (absent means
@@ -127,14 +142,17 @@ class _Config:
     def plan(self) -> P.NetPlan:
         raise NotImplementedError
 
-    def _walk(self, length: int) -> int:
+    def _walk(self, length: int, visit: Callable[[P.Node, int], None] | None = None) -> int:
         """Length of the last feature map for an input of ``length`` (the pool and fc after it keep
-        it; a vector input is a length-1 map), following the plan's flow; raises plan.LengthProblem."""
+        it; a vector input is a length-1 map), following the plan's flow; raises plan.LengthProblem.
+        ``visit(node, length)`` is called with each node applied and the length it sees."""
         plan = self.plan()
         saved: dict[str, int] = {}
         for step in plan.flow:
             if isinstance(step, P.Apply):
                 leaf = plan.leaves[step.prefix]
+                if visit is not None:
+                    visit(leaf.node, length)
                 length = (P.block_length(leaf.node, length, leaf.where) if isinstance(leaf.node, P.BlockPlan)
                           else P.layer_length(leaf.node, length, leaf.where))
             elif isinstance(step, P.VectorIn):
@@ -174,6 +192,21 @@ class _Config:
         except P.LengthProblem as problem:
             raise self._length_error(length, problem) from None
 
+    def activation_elements(self, length: int) -> tuple[int, int]:
+        """(sum, largest) over the layers of the elements of each layer's output, per example, for an
+        input of ``length`` (ignored for a vector input): what a backward pass keeps, and the largest
+        tensor a forward pass holds. ValueError for a length the network refuses."""
+        sizes: list[int] = []
+        try:
+            self._walk(length, lambda node, n: sizes.extend(_output_sizes(node, n)))
+        except P.LengthProblem as problem:
+            raise self._length_error(length, problem) from None
+        return sum(sizes), max(sizes, default=0)
+
+    def parameter_count(self) -> int:
+        """Number of weights (every state-dict entry) of the network."""
+        return sum(math.prod(row.torch_shape) for row in P.plan_rows(self.plan()))
+
     def min_length(self) -> int | None:
         """Smallest input length this network accepts, or None if no length works."""
         for length in range(1, 2 ** (self._depth() + 2) + 16):  # each stage at most halves
@@ -207,6 +240,35 @@ class _Config:
     def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         """Output shape in MDNC layout for an input shape in MDNC layout."""
         return (input_shape[0], self.out_channels, self.check_input_shape(input_shape, channel_axis=1))
+
+
+def _output_sizes(node: P.Node, length: int) -> list[int]:
+    """Elements per example of the output of each layer of ``node`` applied to ``length`` steps
+    (a fused NormAct is one tensor; lengths already validated by the walk)."""
+    if isinstance(node, P.BlockPlan):
+        sizes, branch = [], length
+        for _, _, seq in node.branches:
+            branch = _seq_sizes(seq, branch, sizes)
+        if node.shortcut is not None:
+            _seq_sizes(node.shortcut, length, sizes)
+        return sizes
+    if isinstance(node, P.Conv):
+        return [node.out_planes * P.conv_length(length, node.kernel_size, node.stride, node.padding)]
+    if isinstance(node, P.Linear):
+        return [node.out_features]
+    return []  # the average pool: a vector per channel
+
+
+def _seq_sizes(seq: P.Seq, length: int, sizes: list[int]) -> int:
+    """Append the output elements of each layer of ``seq`` to ``sizes``; return its output length."""
+    channels = 0
+    for _, layer in seq.layers:
+        if isinstance(layer, (P.Conv, P.Upsample)):
+            length = P.layer_length(layer, length, "")
+        channels = (layer.out_planes if isinstance(layer, P.Conv) else layer.norm.features
+                    if isinstance(layer, P.NormAct) else getattr(layer, "features", channels))
+        sizes.append(channels * length)
+    return length
 
 
 # -- standalone blocks ---------------------------------------------------------------------
@@ -564,11 +626,60 @@ CONFIGS = {cls.arch: cls for cls in (BlockPlainConfig, BlockBottleneckConfig, En
 
 
 def config_from_dict(d: dict) -> _Config:
-    """The config of a dict with an ``arch`` field (class name; absent means ``EncoderNet1d``)."""
+    """The config of a dict with an ``arch`` field (class name; absent means ``EncoderNet1d``);
+    ConfigError naming the field if it is not one."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"expected an object of constructor arguments, got {type(d).__name__}")
     arch = d.get("arch", "EncoderNet1d")
-    if arch not in CONFIGS:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(CONFIGS)}")
+    if not isinstance(arch, str) or arch not in CONFIGS:
+        raise ConfigError(f"unknown arch {arch!r}; expected one of {sorted(CONFIGS)}")
     return CONFIGS[arch].from_dict(d)
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config file is a few hundred bytes
+MAX_CONFIG_DEPTH = 8  # a run's config.json nests 3 levels
+
+
+def parse_json(raw: bytes | str, source: str) -> dict:
+    """The JSON object of a config (``--config`` text, a checkpoint's or a run's config.json),
+    checked at the edge: UTF-8, at most MAX_CONFIG_BYTES, nested at most MAX_CONFIG_DEPTH levels
+    (counted before parsing, so no depth reaches the parser's recursion), an object; ConfigError
+    naming ``source`` otherwise."""
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: {len(raw):,} bytes, more than a config's {MAX_CONFIG_BYTES:,}")
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{source}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+    brackets = re.sub(r'"(?:[^"\\]|\\.)*"', "", raw)  # strings removed: only their brackets nest
+    depth, deepest = 0, 0
+    for c in brackets:
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    if deepest > MAX_CONFIG_DEPTH:
+        raise ConfigError(f"{source}: nested {deepest} levels deep, more than a config's {MAX_CONFIG_DEPTH}")
+    try:
+        value = json.loads(raw)
+    except ValueError as e:  # JSONDecodeError, or an integer beyond Python's digit limit
+        raise ConfigError(f"{source}: invalid JSON ({first_line(e)})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def read_json(path: str | os.PathLike, what: str = "") -> dict:
+    """``parse_json`` of the file ``path`` (``what`` names it in errors, e.g. ``--config``), refused
+    unread if it is not a regular file (a FIFO would block) or is larger than a config."""
+    input_file(path, what, ConfigError)
+    source = f"{what} {path}" if what else str(path)
+    if os.path.getsize(path) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: {os.path.getsize(path):,} bytes, more than a config's {MAX_CONFIG_BYTES:,}")
+    with open(path, "rb") as f:
+        return parse_json(f.read(MAX_CONFIG_BYTES + 1), source)
 
 
 def coerce_config(config) -> _Config:

@@ -11,13 +11,14 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
-import signal
 import sys
-import threading
 
-from ..errors import UsageError
+from .. import interrupts
+from ..errors import UsageError, one_line, out_of_memory
+from ..interrupts import Interrupted
 
 # Modules that register sub-commands, in --help order.
 COMMAND_MODULES: tuple[str, ...] = ("convert", "verify", "summary", "train", "evaluate", "predict", "explain",
@@ -39,49 +40,90 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, program: bool = False) -> int:
+    """Run a command; with ``program`` (the installed command) a signal ends the process at once."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a bad argument (2, its one line already printed)
         return int(e.code or 0)
-    # `kill` (SIGTERM) unwinds like Ctrl-C, so temporaries are removed on that exit path too
-    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    with interrupts.handled(f"flax-resnet1d {args.command}" if program else None):
+        code, message = _run(args)
+        if interrupts.received() is not None and code < 128:  # a signal a library swallowed, or one
+            code, message = 128 + interrupts.received(), interrupts.SIGNALS[interrupts.received()]  # it turned into an error
+        if message:
+            print(f"flax-resnet1d {args.command}: {message}", file=sys.stderr)
+        return code
+
+
+def _run(args: argparse.Namespace) -> tuple[int, str]:
+    """(exit code, the one line for stderr) of the command."""
+    stdout, sys.stdout = sys.stdout, _NamedStream(sys.stdout, "standard output")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit, so that a full stdout is reported as such
+    except Interrupted as e:
+        return e.exit_code, str(e)
+    except KeyboardInterrupt:  # raised by code that is not ours (a handler of the caller's)
+        return 130, "interrupted"
     except UsageError as e:
-        print(f"flax-resnet1d {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except Terminated:
-        print(f"flax-resnet1d {args.command}: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        print(f"flax-resnet1d {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 2, f"error: {e}"
     except BrokenPipeError:  # e.g. `flax-resnet1d summary ... | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python docs' recipe: no flush error at exit
-        return 0
+        return 0, ""
     except OSError as e:
-        print(f"flax-resnet1d {args.command}: error: {describe_os_error(e)}", file=sys.stderr)
-        return 2
+        return 2, f"error: {describe_os_error(e)}"
+    except Exception as e:  # memory exhausted in numpy or XLA despite the estimates checked up front
+        message = out_of_memory(e)
+        if message is None:
+            raise
+        return 2, f"error: {message}"
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        sys.stdout = stdout
+    return code, ""
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, as Ctrl-C is (every ``finally`` and cleanup runs)."""
+class _NamedStream:
+    """A text stream whose OS errors name it: `> file` on a full disk reads "standard output: No
+    space left on device", not a bare cause."""
+
+    def __init__(self, stream, name: str):
+        self._stream, self._name = stream, name
+
+    def write(self, text: str) -> int:
+        with self._named():
+            return self._stream.write(text)
+
+    def flush(self) -> None:
+        with self._named():
+            self._stream.flush()
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._stream, attribute)
+
+    @contextlib.contextmanager
+    def _named(self):
+        try:
+            yield
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, self._name) from None
 
 
-def _terminate(signum, frame):
-    raise Terminated
+def entry() -> None:
+    """The installed command: ``main``, with signals handled from the first instruction to the
+    last (a late one cannot turn into a success)."""
+    with interrupts.handled("flax-resnet1d"):
+        code = main(program=True)
+    sys.exit(code)
 
 
 def describe_os_error(error: OSError) -> str:
     """'PATH: cause' (both paths of a rename), as the shell's tools say it."""
     cause = error.strerror or str(error) or type(error).__name__
     paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
-    return f"{' -> '.join(paths)}: {cause}" if paths else cause
+    return one_line(f"{' -> '.join(paths)}: {cause}" if paths else cause)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

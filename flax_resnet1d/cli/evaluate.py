@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from ..config import EncoderConfig
+from ..errors import DataError
 from ..training import data
 from .table import format_table
 
@@ -23,19 +25,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_eval)
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    from ..training import loop, run_files
+def check_takes(model: EncoderConfig, x: np.ndarray, path: str, layout: str) -> None:
+    """DataError unless the run's network takes ``x`` (N, L, C): its channels, and its length
+    (shorter series are zero-padded to the network's minimum, as in training)."""
+    if x.shape[2] != model.in_planes:
+        raise DataError(f"--data {path}: x has {x.shape[2]} channels (layout {layout}) but the run's network takes "
+                        f"{model.in_planes}")
+    try:
+        model.feature_length(max(x.shape[1], model.min_length() or 0))
+    except ValueError as e:
+        raise DataError(f"--data {path}: {e}") from None
 
-    config, state, epoch = run_files.restore_run(args.run_dir)
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..training import loop, run_files, steps
+
+    # every input checked (config, data, memory) before the checkpoint is read
+    config = run_files.load_config(args.run_dir)
     dataset = loop.model_inputs(data.load(config.data), config.model)
     if args.data:  # normalized as the run's data (with its training statistics for "channel")
-        x, y = data.read_arrays(args.data, args.layout)
-        data.check_labels(y, config.model.out_length, f"{args.data}: label")
+        x, y = data.read_arrays(args.data, args.layout, "--data")
+        check_takes(config.model, x, args.data, args.layout)
+        data.check_labels(y, config.model.out_length, f"{args.data}: --data label")
         name = os.path.basename(args.data)
         splits = {name: (data.pad_end(dataset.normalization(x).astype(np.float32), config.model.min_length() or 0), y)}
     else:
         name = dataset.name
         splits = {"train": (dataset.x_train, dataset.y_train), "test": (dataset.x_test, dataset.y_test)}
+    steps.check_memory(config, max(x.shape[1] for x, _ in splits.values()), training=False)
+    config, state, epoch = run_files.restore_run(args.run_dir)
     results = loop.evaluate_splits(config, state, splits)
     if args.json:
         print(json.dumps({"run_dir": args.run_dir, "data": name, "epoch": epoch,

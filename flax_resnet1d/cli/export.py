@@ -89,20 +89,22 @@ def export_state_dict(run_dir: str, dst: str, overwrite: bool, no_check: bool) -
     from .. import port
     from ..training import data, loop, run_files, steps
 
-    atomic.check_output(dst, overwrite)  # before any work
+    # everything checked before DST is written: its name, the run, and the check's data and memory
+    atomic.check_output(dst, overwrite)
+    config = run_files.load_config(run_dir)
+    check = not no_check and _torch_installed()
+    if check:
+        dataset = loop.model_inputs(data.load(config.data), config.model)
+        steps.check_memory(config, dataset.length, training=False)
     config, state, epoch = run_files.restore_run(run_dir)
     state_dict = port.flax_to_torch(state.params, config.model)
     writers.write_state_dict(dst, state_dict, overwrite=overwrite)
     print(f"wrote {dst}: MDNC EncoderNet1d state dict ({len(state_dict)} tensors, "
           f"{sum(a.size for a in state_dict.values()):,} parameters) from epoch {epoch} of {run_dir}")
-    if no_check:
+    if not check:
+        if not no_check:
+            print("PyTorch check skipped: torch is not installed (pip install 'flax-resnet1d[torch]')")
         return 0
-    try:
-        import torch_ref  # noqa: F401
-    except ImportError:
-        print("PyTorch check skipped: torch is not installed (pip install 'flax-resnet1d[torch]')")
-        return 0
-    dataset = loop.model_inputs(data.load(config.data), config.model)
     float32 = steps.float32_state(config, state)
     jax_test = loop.evaluate_splits(config, float32, {"test": (dataset.x_test, dataset.y_test)})["test"]
     torch_logits = torch_ref_logits(readers.load_state_dict(dst), config.model, dataset.x_test)
@@ -113,6 +115,14 @@ def export_state_dict(run_dir: str, dst: str, overwrite: bool, no_check: bool) -
           f"{jax_test.accuracy:.4f}; logits max|torch-jax|/max|jax| = {error:.1e} (tolerance "
           f"{TORCH_CHECK_TOLERANCE:g}): {'PASS' if passed else 'FAIL'}")
     return 0 if passed else 1
+
+
+def _torch_installed() -> bool:
+    try:
+        import torch_ref  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def torch_ref_logits(state_dict: dict, model: EncoderConfig, x_nlc: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from ..config import config_from_dict
-from ..errors import UsageError
+from ..config import config_from_dict, parse_json, read_json
+from ..errors import ConfigError, UsageError
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -27,20 +26,16 @@ def add_key_argument(parser: argparse.ArgumentParser) -> None:
 
 def parse_config(text: str) -> Any:
     """``--config``: the family config of JSON text, or of the path of a JSON file (a Flax
-    checkpoint's config.json works); its ``arch`` field names the architecture (absent: EncoderNet1d)."""
-    if not text.lstrip().startswith("{"):
+    checkpoint's config.json works); its ``arch`` field names the architecture (absent: EncoderNet1d).
+    Checked at the edge (``config.parse_json``): encoding, size, depth, then every field."""
+    if text.lstrip().startswith("{"):
+        fields = parse_json(text, "--config")
+    else:
         path = Path(text)
-        if not path.is_file():
+        if not path.exists():
             raise UsageError(f"--config {text}: neither JSON text nor an existing .json file")
-        text = path.read_text()
-    try:
-        fields = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"--config: invalid JSON ({e})") from None
-    if not isinstance(fields, dict):
-        raise UsageError(f"--config: expected a JSON object of constructor arguments, got {type(fields).__name__}")
+        fields = read_json(path, "--config")
     try:
         return config_from_dict(fields)
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"--config: {e}") from None
-
+    except ConfigError as e:
+        raise ConfigError(f"--config: {e}") from None

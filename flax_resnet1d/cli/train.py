@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 
 from ..config import PRESETS
 from ..errors import UsageError
-from ..io import atomic
 from ..training import data, distributed, recipe, run_config
 from ..training.run_config import DATA_OPTIONS, MODEL_OPTIONS, TRAINING_OPTIONS, data_spec, train_config
 
@@ -119,10 +116,10 @@ def run_train(args: argparse.Namespace) -> int:
             a, b = (dataset.classes[i] for i in recipe.class_changed_by_shift(dataset.x_train, dataset.y_train))
             print(f"recipe: no random shifts, since class {a}'s mean series moved one step is nearer class {b}'s "
                   "than its own (timing tells the classes apart); --augment shift forces them")
-        # only once every setting is valid; by process 0 alone
-        distributed.on_primary("prepare_run_dir", prepare_run_dir, run_dir, given.get("overwrite", False), spec)
     start = time.perf_counter()
-    result = loop.fit(config, dataset, run_dir, resume="resume" in given, progress=not given.get("no_progress"))
+    inputs = () if "resume" in given else data.input_files(spec)  # a run directory holding them is not replaced
+    result = loop.fit(config, dataset, run_dir, resume="resume" in given, overwrite=given.get("overwrite", False),
+                      inputs=inputs, progress=not given.get("no_progress"))
     seconds = time.perf_counter() - start
     if result.resumed_from is not None:
         print(f"resumed {run_dir} after epoch {result.resumed_from}")
@@ -134,19 +131,4 @@ def run_train(args: argparse.Namespace) -> int:
               f"{trained} epochs in {seconds:.1f} s (compile {result.compile_seconds:.1f} s, "
               f"{np.median([h['step_time_ms'] for h in result.history]):.1f} ms/step); run in {run_dir}")
     return 0
-
-
-def prepare_run_dir(run_dir: str, overwrite: bool, spec: data.DataSpec) -> None:
-    """Refuse to mix a new run into an existing one; --overwrite deletes only what a run writes
-    there, and never a directory holding the run's own data files."""
-    from ..training import run_files
-
-    if os.path.isdir(run_dir) and not os.listdir(run_dir):
-        return
-    if not overwrite and os.path.isdir(run_dir) and run_files.RUN_OUTPUT.foreign(Path(run_dir)) is None:
-        raise UsageError(f"--out {run_dir} already holds a run; continue it with --resume {run_dir}, "
-                         "or replace it with --overwrite")
-    atomic.check_output(run_dir, overwrite, run_files.RUN_OUTPUT, inputs=data.input_files(spec))
-    if os.path.isdir(run_dir):
-        atomic.remove_own_entries(run_dir, run_files.RUN_OUTPUT)
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import memory
 from ..config import MIN_FEATURE_LENGTH, input_shape
-from ..errors import UsageError
+from ..errors import UsageError, input_file
 from ..io import readers
 from .options import add_config_argument, add_key_argument, parse_config
 from .table import format_table
@@ -46,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def read_input(path: str, config: Any) -> np.ndarray:
     """An MDNC-layout input from ``.npy`` or ``.npz`` ('x' or the only entry), validated for ``config``."""
     file = Path(path)
-    if not file.is_file():
-        raise UsageError(f"--input {path}: " + ("is a directory" if file.is_dir() else "no such file"))
+    input_file(file, "--input")
+    memory.check_array_file(file, None, "--input", UsageError)  # headers first: nothing allocated for a lying one
     try:
         loaded = np.load(file, allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -76,14 +77,21 @@ def _validated_input(path: str, x: np.ndarray, config: Any) -> np.ndarray:
         config.check_input_shape(x.shape, channel_axis=1)
     except ValueError as e:
         raise UsageError(f"--input {path}: {e}") from None
-    if not np.isfinite(x).all():
-        raise UsageError(f"--input {path}: contains NaN or Inf")
     if x.shape[0] == 0:
         raise UsageError(f"--input {path}: holds no examples (shape {x.shape})")
+    check_verify_memory(config, x.shape, f"verify --input {path} {x.shape}")
+    if not np.isfinite(x).all():
+        raise UsageError(f"--input {path}: contains NaN or Inf")
     if np.abs(x).max() > MAX_INPUT_MAGNITUDE:
         raise UsageError(f"--input {path}: values up to {np.abs(x).max():.3g} overflow float32 in the instance norms' "
                          f"squares (keep |x| <= {MAX_INPUT_MAGNITUDE:g})")
     return x.astype(np.float64)
+
+
+def check_verify_memory(config: Any, shape: tuple[int, ...], what: str) -> None:
+    """UsageError with the estimate if verifying on an input of ``shape`` cannot fit in memory."""
+    memory.check_fits(memory.verify_bytes(config, shape), what, memory.host_available(), UsageError,
+                      "use a smaller --batch or --length")
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -108,6 +116,7 @@ def run_verify(args: argparse.Namespace) -> int:
         config.check_input_shape(shape, channel_axis=1)
     except ValueError as e:
         raise UsageError(f"--length {shape[-1]}: {e}") from None
+    check_verify_memory(config, shape, f"verify --batch {shape[0]}" + ("" if len(shape) == 2 else f" --length {shape[-1]}"))
     inputs = [(f"random {shape}", np.random.default_rng(seed).standard_normal(shape))]
     if args.input:
         x = read_input(args.input, config)

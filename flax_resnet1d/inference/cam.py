@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import UsageError
 from ..io import atomic
 from ..training.data import resampled
-from .predictor import Member, Predictor, model_input
+from .predictor import Member, Predictor, model_input, padded_length
 
 MAX_PLOTTED = 6  # series drawn in the picture
 PLOT_OUTPUT = atomic.OwnOutput("a PNG image", contents=("png", "empty"))  # what explain's --overwrite replaces
@@ -85,7 +85,7 @@ def class_activation_maps(predictor: Predictor, x, chosen: str | int | None = No
                              member.variables)
     maps, logits, indices = jax.jit(lambda v, x: member_maps(member, v, x, index))(variables, x)
     maps = np.asarray(maps)
-    padded = max(x.shape[1], member.config.min_length() or 0) if member.pad else x.shape[1]
+    padded = padded_length(member, x.shape[1])
     upsampled = np.stack([resampled(m[:, None], padded)[:x.shape[1], 0] for m in maps])
     return ClassActivationMaps(maps, upsampled, np.asarray(indices), np.asarray(logits))
 

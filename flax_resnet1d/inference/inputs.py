@@ -9,48 +9,14 @@ vector input takes ``(N, in_length)``: a 2-D array is then returned as given.
 from __future__ import annotations
 
 import os
-import zipfile
 
 import numpy as np
 
+from .. import memory
 from ..errors import DataError
 from ..training.data import LAYOUTS
 
 INPUT_SUFFIXES = (".npz", ".npy", ".ts", ".csv")
-
-
-def available_memory() -> int:
-    """Bytes the system can still give (MemAvailable; total memory where /proc is absent)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def check_memory(path: str, what: str, nbytes: int) -> None:
-    """DataError unless ``nbytes`` fit in the available memory (with a float64 working copy)."""
-    available = available_memory()
-    if nbytes > available:
-        raise DataError(f"{path}: {what} needs {nbytes / 2**30:.2f} GiB, more than the {available / 2**30:.2f} GiB of "
-                        "memory available; split the file")
-
-
-def _check_npy_header(path: str, f, what: str) -> None:
-    """Read an .npy header from the open file ``f`` and refuse it if it cannot fit in memory."""
-    try:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(f)
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"{path}: not a readable .npy array ({e})") from None
-    if dtype.hasobject:
-        raise DataError(f"{path}: {what} holds Python objects (dtype {dtype}); only numeric arrays are read")
-    count = int(np.prod(shape, dtype=object))
-    check_memory(path, f"{what} of shape {tuple(shape)} {dtype}", count * max(dtype.itemsize, 8))
 
 
 def read_inputs(path: str, layout: str = "NCL", vector: int | None = None) -> np.ndarray | list[np.ndarray]:
@@ -89,8 +55,7 @@ def read_inputs(path: str, layout: str = "NCL", vector: int | None = None) -> np
 
 
 def _read_npy(path: str) -> np.ndarray:
-    with open(path, "rb") as f:
-        _check_npy_header(path, f, "the array")
+    memory.check_array_file(path, None, "--input", DataError)  # headers first: nothing allocated for a lying one
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -98,23 +63,24 @@ def _read_npy(path: str) -> np.ndarray:
 
 
 def _read_npz(path: str) -> np.ndarray:
+    names = [name for name, _, _ in memory.array_headers(path, DataError, npy=False)]
+    if "x" not in names:
+        raise DataError(f"{path}: needs an array 'x' (has {names})")
+    memory.check_array_file(path, ("x",), "--input", DataError, npy=False)
     try:
-        with zipfile.ZipFile(path) as archive:
-            if "x.npy" not in archive.namelist():
-                names = [n.removesuffix(".npy") for n in archive.namelist()]
-                raise DataError(f"{path}: needs an array 'x' (has {names})")
-            with archive.open("x.npy") as f:
-                _check_npy_header(path, f, "x")
         with np.load(path, allow_pickle=False) as f:
             return f["x"]
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        if isinstance(e, DataError):
-            raise
+    except (OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
 
 
+def check_text_memory(path: str) -> None:
+    """A text file of numbers becomes at most one float64 for each two bytes (a digit and a comma)."""
+    memory.check_fits(4 * os.path.getsize(path), f"--input {path}: reading it", memory.host_available(), DataError)
+
+
 def _read_csv(path: str) -> np.ndarray:
-    check_memory(path, "the text", 8 * os.path.getsize(path))  # each value at least a digit and a comma
+    check_text_memory(path)
     try:
         return np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
     except ValueError as e:
@@ -127,7 +93,7 @@ def _read_ts(path: str) -> list[np.ndarray]:
     except ImportError:
         raise DataError(f"{path}: .ts files are read by the aeon package, which is not installed: "
                         "pip install 'flax-resnet1d[data]'") from None
-    check_memory(path, "the text", 8 * os.path.getsize(path))
+    check_text_memory(path)
     try:
         x = aeon.datasets.load_from_ts_file(path, return_type="np-list")
     except Exception as e:  # aeon raises IOError, ValueError, TsFileParseException on a malformed file

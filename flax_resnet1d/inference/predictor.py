@@ -157,6 +157,11 @@ def normalized(x, normalization: Normalization):
     return x
 
 
+def padded_length(member: Member, length: int) -> int:
+    """The length the network sees for series of ``length``: a run's are padded to its minimum."""
+    return max(length, member.config.min_length() or 0) if member.pad else length
+
+
 def model_input(member: Member, x):
     """What the network takes: ``(B, L, C)`` inputs normalized and (a run's) zero-padded at the
     end to its minimum length; a vector input as it is."""
@@ -165,7 +170,7 @@ def model_input(member: Member, x):
     if member.is_vector_input:
         return x
     x = normalized(x, member.normalization)
-    pad = (member.config.min_length() or 0) - x.shape[1] if member.pad else 0
+    pad = padded_length(member, x.shape[1]) - x.shape[1]
     return jnp.pad(x, ((0, 0), (0, pad), (0, 0))) if pad > 0 else x
 
 
@@ -282,8 +287,8 @@ class Predictor:
             if x.ndim != 3:
                 raise DataError(f"{source}: {member.source} takes series (N, C, L) or (N, L), got shape {x.shape}")
             try:
-                length = max(x.shape[1], member.config.min_length() or 0) if member.pad else x.shape[1]
-                member.config.check_input_shape((len(x), length, x.shape[2]), channel_axis=2)
+                member.config.check_input_shape((len(x), padded_length(member, x.shape[1]), x.shape[2]),
+                                                channel_axis=2)
             except ValueError as e:
                 raise DataError(f"{source}: {member.source}: {e}") from None
         return x
@@ -325,13 +330,16 @@ class Predictor:
         progress bar with ``progress`` (None: on a terminal)."""
         from tqdm.auto import tqdm
 
+        from .. import memory
+
         x = self.channels_last(x, source)
         out_shape = self.output_shape(x.shape)
-        from .inputs import check_memory
-
-        check_memory(source, f"the outputs of shape {out_shape}", 4 * int(np.prod(out_shape)))
-        out = np.empty(out_shape, np.float32)
         batch = min(batch_size, len(x))
+        steps = sum(memory.eval_step_bytes(m.config, batch, padded_length(m, x.shape[1]))
+                    for m in self.members if not m.is_vector_input)
+        memory.check_fits(4 * int(np.prod(out_shape)) + steps, f"predicting {source} ({out_shape[0]} series)",
+                          memory.host_available(), DataError, "split the input or lower --batch-size")
+        out = np.empty(out_shape, np.float32)
         for start in tqdm(range(0, len(x), batch), desc="predict", unit="batch", file=sys.stderr,
                           disable=None if progress is None else not progress):
             chunk = x[start:start + batch]

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..io import atomic
-from .predictor import Member, Predictor
+from .predictor import Member, Predictor, padded_length
 
 SERVING_SUFFIXES = (".jaxexport", ".onnx")
 PLATFORMS = ("cpu", "cuda")
@@ -122,7 +122,7 @@ def _member_forward(member: Member, net, x, task: str):
             mean = torch.tensor(np.asarray(member.normalization.mean, np.float32))[:, None]
             std = torch.tensor(np.asarray(member.normalization.std, np.float32))[:, None]
             x = (x - mean) / std
-        pad = (member.config.min_length() or 0) - x.shape[2] if member.pad else 0
+        pad = padded_length(member, x.shape[2]) - x.shape[2]
         if pad > 0:
             x = torch.nn.functional.pad(x, (0, pad))
     y = net(x)

@@ -5,11 +5,9 @@ only with ``overwrite=True`` and only when it is something this tool writes (``O
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import dataclasses
 import errno
-import fnmatch
 import json
 import os
 import shutil
@@ -18,9 +16,11 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from .. import interrupts
 from ..config import config_from_dict
 from ..errors import CheckpointError, first_line
-from .formats import CONTENT, ORBAX_ENTRIES, output_format, sniff
+from .formats import CONTENT, output_format, sniff
+from .manifest import MANIFEST_FILE, Manifest, holds_nothing
 
 # strerror -> errno of the OS errors a write can meet, to recognise them inside library messages.
 _WRITE_ERRNOS = {os.strerror(code): code for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS,
@@ -66,46 +66,49 @@ def errors_named(path: str | os.PathLike, temporary: str | os.PathLike | None = 
 class OwnOutput:
     """What one of our writers leaves at its output path; ``--overwrite`` replaces nothing else.
 
-    A file is recognised by its content (``sniff`` kinds), a directory by the exact set of
-    top-level names the writer creates (fnmatch patterns) and one name every such directory has
-    (an empty directory qualifies: nothing is lost).
+    A file is recognised by its content (``sniff`` kinds); a directory by its manifest (of
+    ``kind``) listing every file in it: one file the tool did not write, anywhere inside, and
+    nothing is replaced. An empty directory qualifies (nothing is lost).
     """
 
     what: str
     contents: tuple[str, ...] = ()
-    entries: tuple[str, ...] = ()
-    required: str = ""
+    kind: str = ""  # of a directory's manifest
     makes_parents: bool = False  # creates missing parent directories
-
-    def owns(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.entries)
 
     def foreign(self, path: Path) -> str | None:
         """Why ``path`` is not such an output, or None if it is one (or empty: nothing to lose)."""
         if path.is_symlink():
             return "it is a symbolic link"
-        if not self.entries:
+        if not self.kind:
             if not path.is_file():
                 return "it is a directory" if path.is_dir() else "it is not a regular file"
             kind = "config" if "config" in self.contents and _is_config_file(path) else sniff(path)
             return None if kind in self.contents else f"it {CONTENT[kind]}"
         if not path.is_dir():
             return "it is a file, not a directory"
-        names = sorted(os.listdir(path))
-        other = [name for name in names if not self.owns(name)]
-        if other:
-            more = f" and {len(other) - 3} more" if len(other) > 3 else ""
-            return f"it holds {', '.join(other[:3])}{more}, which flax-resnet1d does not write there"
-        if names and self.required not in names:
-            return f"it has no {self.required}"
-        return None
+        own = Manifest.read(path)
+        if own is None:
+            return None if holds_nothing(path) else (f"it holds {listed(sorted(os.listdir(path)))} and no "
+                                                       f"{MANIFEST_FILE} listing what flax-resnet1d wrote there "
+                                                       "(someone else wrote it, or a version before 0.2)")
+        if own.kind != self.kind:
+            return f"its {MANIFEST_FILE} is of {own.kind!r}, not {self.kind!r}"
+        other = own.foreign()
+        return f"it holds {listed(other)}, which flax-resnet1d did not write" if other else None
+
+
+def listed(names: list[str]) -> str:
+    """The first three of ``names``, and how many more."""
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return ", ".join(names[:3]) + more
 
 
 OWN_OUTPUTS = {
     "torch": OwnOutput("a PyTorch checkpoint", contents=("torch", "pickle", "empty")),
     "safetensors": OwnOutput("a safetensors file", contents=("safetensors", "empty")),
     "msgpack": OwnOutput("a Flax msgpack file", contents=("msgpack", "empty")),
-    "orbax": OwnOutput("an Orbax checkpoint directory", entries=ORBAX_ENTRIES, required="_METADATA"),
+    "orbax": OwnOutput("an Orbax checkpoint directory", kind="orbax"),
     "config": OwnOutput("a config file", contents=("config", "empty")),  # beside a .msgpack
 }
 
@@ -116,6 +119,9 @@ def check_output(path: str | os.PathLike, overwrite: bool, own: OwnOutput | None
     replace: anything but ``own`` (default: what the format's writer writes) or anything holding
     one of ``inputs``."""
     path = Path(path)
+    if path.name in ("", ".", "..") or path.resolve() in (Path.cwd(), *Path.cwd().parents):
+        raise CheckpointError(f"{path}: names the working directory or one above it, not an output: give the "
+                              "output's own name (e.g. DIR/model.orbax)")
     own = own or OWN_OUTPUTS[output_format(path)]
     existing = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == Path(p.anchor))
     if not existing.is_dir():
@@ -148,18 +154,18 @@ def _is_config_file(path: Path) -> bool:
     return True
 
 
-def remove_own_entries(path: str | os.PathLike, own: OwnOutput) -> None:
-    """Delete the entries of directory ``path`` that ``own``'s writer creates (after ``check_output``)."""
-    for entry in Path(path).iterdir():
-        if own.owns(entry.name):
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+def remove_own_entries(path: str | os.PathLike) -> None:
+    """Delete what the manifest of directory ``path`` lists (after ``check_output``)."""
+    own = Manifest.read(path)
+    if own is not None:
+        own.remove()
 
 
 # -- atomic replacement ----------------------------------------------------------------------
 _TEMPORARIES: set[Path] = set()  # holders not yet removed; the rest go at exit
 
 
-atexit.register(lambda: [shutil.rmtree(holder, ignore_errors=True) for holder in list(_TEMPORARIES)])
+interrupts.at_exit(lambda: [shutil.rmtree(holder, ignore_errors=True) for holder in list(_TEMPORARIES)])
 
 
 _HOLDER_NAME_BYTES = 100  # of DST's name in the holder's: a 255-byte DST name must still fit
@@ -205,6 +211,7 @@ def replaced_when_written(path: str | os.PathLike, suffix: str = "") -> Iterator
     with _temporary_beside(path) as holder:
         new = holder / f"new{suffix}"
         yield new
+        interrupts.check()
         os.replace(new, path)
 
 
@@ -238,6 +245,7 @@ def _remove_temporary(holder: Path) -> None:
 
 
 def _replace(new: Path, path: Path, overwrite: bool, old: Path) -> None:
+    interrupts.check()  # nothing is committed after a signal, even one a library swallowed
     if not (overwrite and path.exists()):
         if path.exists():
             raise CheckpointError(f"{path}: appeared while writing; not overwritten")
@@ -248,10 +256,11 @@ def _replace(new: Path, path: Path, overwrite: bool, old: Path) -> None:
         return
     # rename cannot replace a non-empty directory: move the old one aside (into the temporary
     # holder, removed with it), and back if the new one cannot take its place
-    os.rename(path, old)
-    try:
-        os.rename(new, path)
-    except BaseException:
-        os.rename(old, path)
-        raise
+    with interrupts.deferred():
+        os.rename(path, old)
+        try:
+            os.rename(new, path)
+        except BaseException:
+            os.rename(old, path)
+            raise
 

@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, input_file
 
 TORCH_SUFFIXES = (".pt", ".pth")
 
@@ -114,6 +114,7 @@ def _check_file(path: Path) -> None:
         raise CheckpointError(f"{path}: no such file or directory")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
+    input_file(path, "", CheckpointError)  # a FIFO, device or socket: refused before sniff opens it
     if not os.access(path, os.R_OK):
         raise CheckpointError(f"{path}: permission denied")
 
@@ -203,9 +204,10 @@ def quiet_orbax_failures() -> Iterator[None]:
             lambda record: not (record.getMessage() == "Task exception was never retrieved" and record.exc_info
                                 and "tensorstore" in str(record.exc_info[1]).lower()))
     absl = logging.getLogger("absl")
-    level, absl.level = absl.level, logging.CRITICAL
+    level = absl.level
+    absl.setLevel(logging.CRITICAL)  # setLevel, not .level =: it clears the loggers' cached levels
     try:
         yield
     finally:
-        absl.level = level
+        absl.setLevel(level)
 

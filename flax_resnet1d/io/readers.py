@@ -10,7 +10,6 @@ only when a format needs them.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pickle
@@ -24,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from .. import port
-from ..config import coerce_config, config_from_dict
-from ..errors import CheckpointError, first_line
+from ..config import coerce_config, config_from_dict, read_json
+from ..errors import CheckpointError, first_line, input_file
 from .formats import (CONFIG_NAME, FORMAT_NAMES, TORCH_FORMATS, expect_content, input_format, msgpack_config_path,
                       orbax_checkpointer, quiet_orbax_failures)
 
@@ -216,6 +215,7 @@ def _to_float_arrays(path: Path, items) -> dict[str, np.ndarray]:
     """numpy arrays; float16/bfloat16 cast to float32, with a notice; other dtypes refused."""
     out, cast = {}, {}
     for name, value in items:
+        _check_dense(path, name, value)
         dtype = str(value.dtype).removeprefix("torch.")
         if dtype not in HALF_DTYPES:
             check_weight_dtypes(path, {name: value})
@@ -228,6 +228,19 @@ def _to_float_arrays(path: Path, items) -> dict[str, np.ndarray]:
         what = " and ".join(f"{n} {dtype}" for dtype, n in cast.items())
         log.warning("%s: %s tensors cast to float32", path, what)
     return out
+
+
+def _check_dense(path: Path, name: Any, value: Any) -> None:
+    """A torch tensor holds its weights as a dense array: a sparse one (COO, CSR, ...) or a meta
+    one (a shape without data) is refused by name, before any conversion."""
+    name = "/".join(name) if isinstance(name, tuple) else name
+    layout = str(getattr(value, "layout", "torch.strided")).removeprefix("torch.")
+    if layout != "strided":
+        raise CheckpointError(f"{path}: {name} is a {layout} tensor; weights must be dense tensors "
+                              "(save tensor.to_dense())")
+    if getattr(value, "is_meta", False):
+        raise CheckpointError(f"{path}: {name} is a meta tensor, which holds no data (a model built on the meta "
+                              "device); save the weights of a materialized model")
 
 
 def check_weight_dtypes(path: str | os.PathLike, arrays: Mapping[Any, Any]) -> None:
@@ -310,21 +323,33 @@ def _map_leaves(path: Path, params: Mapping) -> dict:
 
 
 def _read_config(path: Path) -> Any:
-    """The family config a Flax checkpoint's config file holds."""
+    """The family config a Flax checkpoint's config file holds (checked by ``config.read_json``:
+    a regular UTF-8 file, a JSON object of little depth)."""
     try:
-        return config_from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{path}: invalid config file ({first_line(e)})") from None
+        return config_from_dict(read_json(path))
+    except (OSError, ValueError) as e:  # ConfigError is a ValueError
+        raise CheckpointError(f"{path}: invalid config file ({first_line(e).removeprefix(f'{path}: ')})") from None
 
 
 def _orbax_load(path: Path) -> Any:
     if not any((path / name).exists() for name in ("_METADATA", "_CHECKPOINT_METADATA")):
         raise CheckpointError(f"{path}: is a directory but not an Orbax checkpoint (no _METADATA file)")
+    check_regular_tree(path)
     try:
         with quiet_orbax_failures(), orbax_checkpointer() as checkpointer:
             return checkpointer.restore(path.resolve())
     except Exception as e:  # tensorstore/orbax raise many kinds on missing or corrupt files
         raise CheckpointError(f"{path}: corrupt or incomplete Orbax checkpoint ({first_line(e)})") from None
+
+
+def check_regular_tree(directory: Path) -> None:
+    """Every entry under ``directory`` (links followed) is a regular file or a directory: a FIFO,
+    device or socket inside a checkpoint would block or never end the read that reaches it."""
+    for root, dirs, files in os.walk(directory, followlinks=False):
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            entry = os.path.join(root, name)
+            if not os.path.isdir(entry):
+                input_file(entry, "", CheckpointError)
 
 
 def _msgpack_load(path: Path) -> Any:

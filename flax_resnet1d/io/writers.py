@@ -17,7 +17,7 @@ import numpy as np
 from .. import port
 from ..config import coerce_config
 from ..errors import CheckpointError
-from . import atomic
+from . import atomic, manifest
 from .atomic import OWN_OUTPUTS, as_os_error, atomic_output
 from .formats import (CONFIG_NAME, FLAX_FORMATS, FORMAT_NAMES, TORCH_FORMATS, msgpack_config_path, orbax_checkpointer,
                       output_format, quiet_orbax_failures)
@@ -117,6 +117,7 @@ def save_flax(path: str | os.PathLike, variables: Mapping, config: Any, overwrit
         with atomic_output(path, overwrite) as tmp:
             _orbax_save(path, tmp, collections)
             atomic.write_file(tmp / CONFIG_NAME, config_json)
+            manifest.write_for_tree(tmp, "orbax")
         return
     from flax import serialization
 

@@ -32,7 +32,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from .. import memory
+from ..errors import DataError, input_file
 
 # UCR/UEA classification sets whose TRAIN/TEST files ship inside the aeon package.
 ARCHIVE_DATASETS = ("GunPoint", "ArrowHead", "ItalyPowerDemand", "OSULeaf", "ACSF1", "PickupGestureWiimoteZ",
@@ -135,15 +136,56 @@ class DataSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
 
+    def __post_init__(self):
+        for name, optional in (("source", False), ("test", True), ("digest", True)):
+            value = getattr(self, name)
+            if not (isinstance(value, str) and value) and not (optional and value is None):
+                raise DataError(f"data {name} must be a non-empty string{' or null' if optional else ''}, got "
+                                f"{type(value).__name__} {value!r}")
+        for name, choices in (("layout", LAYOUTS), ("normalize", NORMALIZATIONS)):
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in choices:
+                raise DataError(f"unknown data {name} {getattr(self, name)!r}; expected one of {', '.join(choices)}")
+        fraction = self.test_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise DataError(f"test fraction must be a number, got {type(fraction).__name__} {fraction!r}")
+        if not 0 < fraction < 1:
+            raise DataError(f"test fraction must be between 0 and 1, got {fraction}")
+        if self.digest is not None and not (len(self.digest) == 64 and all(c in "0123456789abcdef" for c in self.digest)):
+            raise DataError(f"data digest must be 64 hexadecimal digits (a sha256), got {self.digest!r}")
+        self._check_recorded()
+
+    def _check_recorded(self) -> None:
+        """What prediction reads of the data: class names, the length, the channel statistics."""
+        if self.classes is not None and not (isinstance(self.classes, tuple) and self.classes
+                                             and all(isinstance(c, str) for c in self.classes)):
+            raise DataError(f"data classes must be a non-empty list of strings or null, got {self.classes!r}")
+        if self.length is not None and (isinstance(self.length, bool) or not isinstance(self.length, int)
+                                        or self.length < 1):
+            raise DataError(f"data length must be a positive integer or null, got {self.length!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, tuple) and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)):
+                raise DataError(f"data {name} must be a list of finite numbers or null, got {value!r}")
+        if (self.mean is None) != (self.std is None) or (self.mean is not None and len(self.mean) != len(self.std)):
+            raise DataError(f"data mean and std must both be lists of one number per channel, got {self.mean!r} and "
+                            f"{self.std!r}")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> DataSpec:
-        d = dict(d)
-        for name in ("classes", "mean", "std"):
-            if d.get(name) is not None:
-                d[name] = tuple(d[name])
+        """The spec a run's config.json holds; DataError naming the field if it is not one."""
+        if not isinstance(d, dict):
+            raise DataError(f"data must be an object of {', '.join(f.name for f in dataclasses.fields(cls))}, got "
+                            f"{type(d).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown, missing = sorted(set(d) - fields), [] if "source" in d else ["source"]
+        if unknown or missing:
+            raise DataError(f"data: {'unknown fields ' + str(unknown) if unknown else 'missing field source'}")
+        d = {name: tuple(value) if name in ("classes", "mean", "std") and isinstance(value, list) else value
+             for name, value in d.items()}
         return cls(**d)
 
     @property
@@ -290,9 +332,9 @@ def load_npz(path: str, layout: str = "NCL", test_path: str | None = None, test_
     the shape, hence the explicit layout. Labels must be integers ``0..K-1`` with K the number
     of classes seen in training; test labels must lie in the same range.
     """
-    x_train, y_train = read_arrays(path, layout)
+    x_train, y_train = read_arrays(path, layout, "training")
     if test_path is not None:
-        x_test, y_test = read_arrays(test_path, layout)
+        x_test, y_test = read_arrays(test_path, layout, "test")
     else:
         if not 0 < test_fraction < 1:
             raise DataError(f"test fraction must be between 0 and 1, got {test_fraction}")
@@ -306,7 +348,7 @@ def load_npz(path: str, layout: str = "NCL", test_path: str | None = None, test_
     if x_test.shape[1:] != x_train.shape[1:]:
         raise DataError(f"test inputs have shape (N, L, C) = {x_test.shape} but training inputs {x_train.shape}")
     num_classes = check_classes(path, y_train)
-    check_labels(y_test, num_classes, "test label")
+    check_labels(y_test, num_classes, f"{test_path or path}: test label")
     normalization = Normalization.fit(normalize, x_train)
     return Dataset(os.path.basename(path), float32_inputs(path, normalization, x_train), y_train,
                    float32_inputs(test_path or path, normalization, x_test), y_test,
@@ -314,18 +356,31 @@ def load_npz(path: str, layout: str = "NCL", test_path: str | None = None, test_
 
 
 def check_classes(path: str, y_train: np.ndarray) -> int:
-    """The number of classes K: every label 0..K-1 occurs in training, and K >= 2."""
+    """The number of classes K: every label 0..K-1 occurs in training, and K >= 2. Labels are
+    integers in int32's range (``read_arrays``); nothing is sized by the largest one."""
     present = np.unique(y_train)
     if len(present) < 2:
         raise DataError(f"{path}: the training labels hold one class ({present[0]}): there is nothing to tell apart")
     num_classes = int(present[-1]) + 1
     if len(present) != num_classes:
-        missing = sorted(set(range(num_classes)) - set(present.tolist()))
-        shown = ", ".join(map(str, missing[:5])) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        missing = _first_missing(present, 5)
+        more = num_classes - len(present) - len(missing)
+        shown = ", ".join(map(str, missing)) + (f" and {more} more" if more else "")
         raise DataError(f"{path}: the training labels skip {shown} of 0..{num_classes - 1}: each would be a class "
                         "the network outputs but never sees; relabel to 0..K-1 (e.g. np.unique(y, return_inverse="
                         "True)[1])")
     return num_classes
+
+
+def _first_missing(present: np.ndarray, count: int) -> list[int]:
+    """The first ``count`` integers from 0 up that the sorted, distinct ``present`` lacks."""
+    missing, expected = [], 0
+    for value in present.tolist():
+        missing += range(expected, min(value, expected + count - len(missing)))
+        if len(missing) == count:
+            break
+        expected = value + 1
+    return missing
 
 
 def float32_inputs(path: str, normalization: Normalization, x: np.ndarray) -> np.ndarray:
@@ -339,17 +394,21 @@ def float32_inputs(path: str, normalization: Normalization, x: np.ndarray) -> np
 
 
 def check_labels(y: np.ndarray, num_classes: int, what: str) -> None:
+    """``what`` (the file and split, e.g. 'test.npz: test label') of a label beyond 0..num_classes-1."""
     if y.max() >= num_classes:
         raise DataError(f"{what} {int(y.max())} is out of range: the classes are 0..{num_classes - 1} (a class absent "
                         "from the training split cannot be learned)")
 
 
-def read_arrays(path: str, layout: str = "NCL") -> tuple[np.ndarray, np.ndarray]:
-    """One validated ``.npz``: x as (N, L, C) float64, as stored (not normalized), y as (N,) int32."""
+def read_arrays(path: str, layout: str = "NCL", split: str = "training") -> tuple[np.ndarray, np.ndarray]:
+    """One validated ``.npz``: x as (N, L, C) float64, as stored (not normalized), y as (N,) int32;
+    ``split`` names it in errors. Its array headers are checked before any array is read (a
+    FIFO, a lying header or a size beyond memory is refused unread)."""
     if layout not in LAYOUTS:
         raise DataError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
+    input_file(path, "", DataError)
+    # raw x and y, then x as float64, normalized in float64 and as float32: 2.5 float64 copies
+    memory.check_array_file(path, ("x", "y"), f"the {split} data", DataError, copies=2.5, npy=False)
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in ("x", "y") if k not in f.files]
@@ -372,20 +431,32 @@ def read_arrays(path: str, layout: str = "NCL") -> tuple[np.ndarray, np.ndarray]
         raise DataError(f"{path}: y must have shape (N,) matching x's {len(x)} examples, got {y.shape}")
     if len(y) == 0:
         raise DataError(f"{path}: no examples")
+    if 0 in x.shape[1:]:
+        raise DataError(f"{path}: x holds series of length {x.shape[1]} with {x.shape[2]} channels (layout {layout}); "
+                        "both must be at least 1")
     x = x.astype(np.float64)
     bad = np.argwhere(~np.isfinite(x))
     if len(bad):
         raise DataError(f"{path}: x contains {len(bad)} NaN/Inf values (first at example {bad[0][0]})")
-    return x, _integer_labels(path, y)
+    return x, _integer_labels(path, y, split)
 
 
-def _integer_labels(path: str, y: np.ndarray) -> np.ndarray:
+LABEL_LIMIT = np.iinfo(np.int32).max  # labels are int32 on the device
+
+
+def _integer_labels(path: str, y: np.ndarray, split: str) -> np.ndarray:
+    """y as int32, checked in its own dtype first: whole numbers in 0..LABEL_LIMIT (so the cast
+    cannot wrap: an int64 2**32 or a uint32 0xFFFFFFFF is refused, not read as 0 or -1)."""
     if np.issubdtype(y.dtype, np.floating):  # whole-number floats are accepted as labels
         fractional = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
         if len(fractional):
-            raise DataError(f"{path}: labels must be integers; y[{fractional[0]}] = {y[fractional[0]]}")
+            raise DataError(f"{path}: {split} labels must be integers; y[{fractional[0]}] = {y[fractional[0]]}")
     elif not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: labels must be integers, got dtype {y.dtype}")
+        raise DataError(f"{path}: {split} labels must be integers, got dtype {y.dtype}")
     if y.min() < 0:
-        raise DataError(f"{path}: labels must be 0..K-1; y[{int(np.argmin(y))}] = {y.min()} is negative")
+        raise DataError(f"{path}: {split} labels must be 0..K-1; y[{int(np.argmin(y))}] = {y.min()} is negative")
+    if y.max() > LABEL_LIMIT:
+        i = int(np.argmax(y))
+        raise DataError(f"{path}: {split} label y[{i}] = {y[i]!s} ({y.dtype}) is beyond {LABEL_LIMIT} (int32): labels "
+                        "must be 0..K-1 with K classes")
     return y.astype(np.int32)

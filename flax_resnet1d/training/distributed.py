@@ -138,8 +138,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if any(v is not None for v in explicit) and None in explicit:
         raise DistributedError("--coordinator, --num-processes and --process-id go together "
                                "(or use --distributed alone to read them from the cluster)")
-    if connect_timeout <= 0 or heartbeat_timeout <= 0:
-        raise DistributedError("--connect-timeout and --heartbeat-timeout must be positive")
+    check_timeouts(connect_timeout, heartbeat_timeout)
     if coordinator is not None:
         if num_processes < 1:
             raise DistributedError(f"--num-processes must be at least 1, got {num_processes}")
@@ -168,8 +167,22 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         atexit.register(_watchdog.stop)  # before JAX's own shutdown (atexit runs last-registered first)
 
 
+MAX_TIMEOUT = 86400.0  # seconds: JAX takes whole seconds, and no start-up or silence lasts a day
+
+
+def check_timeouts(connect_timeout: float, heartbeat_timeout: float) -> None:
+    """DistributedError naming the option unless each timeout is a number in (0, MAX_TIMEOUT]
+    seconds: nan and inf would wait forever (or overflow JAX's integer seconds)."""
+    for option, value in (("--connect-timeout", connect_timeout), ("--heartbeat-timeout", heartbeat_timeout)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT:
+            raise DistributedError(f"{option} must be a number of seconds in (0, {MAX_TIMEOUT:g}], got {value!r}")
+
+
 def initialize_from_args(given: dict) -> None:
-    """``initialize`` if the command line asks for several processes; nothing otherwise."""
+    """``initialize`` if the command line asks for several processes; nothing otherwise. The
+    timeouts are checked whenever given."""
+    check_timeouts(given.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+                   given.get("heartbeat_timeout", DEFAULT_HEARTBEAT_TIMEOUT))
     if not ({"coordinator", "num_processes", "process_id", "distributed"} & given.keys()):
         return
     if given.get("distributed") and "coordinator" in given:

@@ -8,8 +8,8 @@ take part in each checkpoint; process 0 alone writes the run's other files."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -22,17 +22,18 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from .. import interrupts
 from ..config import EncoderConfig
 from ..errors import TrainingError
-from ..io import atomic
+from ..io.manifest import Manifest
 from . import data, distributed
 from .batching import augmentation, epoch_order, sharded_batches
 from .data import Dataset
 from .run_config import TrainConfig
-from .run_files import (CONFIG_FILE, CURVE_FILE, METRICS_FILE, append_text, checkpoint_manager, load_config,
-                        plot_learning_curve, restore_checkpoint, save_checkpoint, save_config)
-from .steps import (TrainState, check_batch_size, create_state, data_parallel_mesh, jit_eval_step, jit_train_step,
-                    make_schedule, replicate)
+from .run_files import (CONFIG_FILE, append_metrics, checkpoint_manager, claim, load_config, plot_learning_curve,
+                        restore_checkpoint, retire, save_checkpoint, save_config, write_metrics)
+from .steps import (TrainState, check_batch_size, check_memory, create_state, data_parallel_mesh, jit_eval_step,
+                    jit_train_step, make_schedule, replicate)
 
 log = logging.getLogger(__name__)
 
@@ -96,20 +97,27 @@ class FitResult:
     resumed_from: int | None  # epoch of the restored checkpoint
 
 
-def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = False, mesh: Mesh | None = None,
-        progress: bool = True) -> FitResult:
+def fit(config: TrainConfig, dataset: Dataset, run_dir: str, *, resume: bool = False, overwrite: bool = False,
+        inputs: tuple[str, ...] = (), mesh: Mesh | None = None, progress: bool = True) -> FitResult:
     """Train ``config`` on ``dataset``, writing metrics, checkpoints and the plot into ``run_dir``.
 
     With ``resume``, continue from the newest readable checkpoint: the result is bit-identical
     to an uninterrupted run, and ``metrics.jsonl`` is rewritten to the restored history first.
+    Everything is checked before ``run_dir`` is touched; ``overwrite`` then replaces a run there
+    (only what flax-resnet1d wrote, never a directory holding one of ``inputs``), and the run
+    holds the directory as its one writer until it returns.
     """
-    run = _open_run(config, dataset, run_dir, resume, mesh if mesh is not None else data_parallel_mesh())
-    state, history, resumed_from = _start_or_resume(run, resume)
-    state, start_epoch = replicate(state, run.mesh), resumed_from or 0
-    finished = start_epoch >= run.config.epochs
-    train_fn, eval_fn, compile_seconds = (None, None, 0.0) if finished else _compiled_steps(run, state)
-    state = _train_epochs(run, train_fn, eval_fn, state, history, start_epoch, progress)
-    _finish(run, history)
+    run = _checked_run(config, dataset, run_dir, resume, mesh if mesh is not None else data_parallel_mesh())
+    with contextlib.ExitStack() as held:  # process 0 claims the directory; the others wait for it
+        own = distributed.on_primary("claim_run_dir", lambda: held.enter_context(
+            claim(run_dir, resume, overwrite, inputs)))
+        run = dataclasses.replace(run, own=own, manager=checkpoint_manager(run_dir))
+        state, history, resumed_from = _start_or_resume(run, resume)
+        state, start_epoch = replicate(state, run.mesh), resumed_from or 0
+        finished = start_epoch >= run.config.epochs
+        train_fn, eval_fn, compile_seconds = (None, None, 0.0) if finished else _compiled_steps(run, state)
+        state = _train_epochs(run, train_fn, eval_fn, state, history, start_epoch, progress)
+        _finish(run, history)
     return FitResult(state, history, compile_seconds, resumed_from)
 
 
@@ -121,9 +129,10 @@ class _Run:
     dataset: Dataset  # as the network takes it (``model_inputs``)
     run_dir: str
     mesh: Mesh
-    manager: Any  # Orbax CheckpointManager over run_dir/checkpoints
     steps_per_epoch: int
     schedule: optax.Schedule
+    own: Manifest | None = None  # the run directory's manifest, on process 0 (the writer)
+    manager: Any = None  # Orbax CheckpointManager over run_dir/checkpoints
 
     @property
     def writer(self) -> bool:
@@ -131,9 +140,9 @@ class _Run:
         return jax.process_index() == 0
 
 
-def _open_run(config: TrainConfig, dataset: Dataset, run_dir: str, resume: bool, mesh: Mesh) -> _Run:
-    """Check that config, data, devices and run directory fit together (a new run: no
-    checkpoints yet; a resumed one: the same config and data), and open the checkpoints."""
+def _checked_run(config: TrainConfig, dataset: Dataset, run_dir: str, resume: bool, mesh: Mesh) -> _Run:
+    """Check that config, data and devices fit together, and for a resumed run that config and
+    data are the run's own, touching nothing on disk."""
     stored = load_config(run_dir) if resume and os.path.isfile(os.path.join(run_dir, CONFIG_FILE)) else None
     # DataError if the data changed since the run started (runs before digests: unchecked); what
     # older runs did not record (classes, length, statistics) is recorded now
@@ -143,13 +152,11 @@ def _open_run(config: TrainConfig, dataset: Dataset, run_dir: str, resume: bool,
     distributed.check_same_setup(config.to_dict())
     check_batch_size(config.batch_size, mesh)
     _check_model_takes(config, dataset)
-    manager = checkpoint_manager(run_dir, config.keep)
-    if not resume and manager.all_steps():
-        raise TrainingError(f"{run_dir} already holds checkpoints of a run; resume it or use another directory")
+    check_memory(config, dataset.length, mesh)
     if stored is not None and dataclasses.replace(stored, data=recorded) != config:
         raise TrainingError(f"cannot resume {run_dir} with another configuration than its {CONFIG_FILE}")
     steps_per_epoch = math.ceil(len(dataset.y_train) / config.batch_size)
-    return _Run(config, dataset, run_dir, mesh, manager, steps_per_epoch, make_schedule(config, steps_per_epoch))
+    return _Run(config, dataset, run_dir, mesh, steps_per_epoch, make_schedule(config, steps_per_epoch))
 
 
 def _check_model_takes(config: TrainConfig, dataset: Dataset) -> None:
@@ -168,17 +175,17 @@ def _start_or_resume(run: _Run, resume: bool) -> tuple[TrainState, list[dict], i
     readable checkpoint's. Writes config.json, and metrics.jsonl as the history so far."""
     state = create_state(run.config, run.dataset.in_planes, run.dataset.length, run.steps_per_epoch)
     if run.writer:
-        save_config(run.run_dir, run.config)
+        save_config(run.own, run.config)
     history, resumed_from = [], None
     if resume:
-        restored = restore_checkpoint(run.manager, run.run_dir, replicate(state, run.mesh), quarantine=True)
+        restored = restore_checkpoint(run.manager, run.run_dir, replicate(state, run.mesh), run.own)
         if restored is None:
             log.warning("warning: %s has no readable checkpoint; starting from epoch 1", run.run_dir)
         else:
             state, meta = restored
             history, resumed_from = meta["history"], meta["epoch"]
     if run.writer:  # drops the lines of epochs after the checkpoint
-        atomic.write_text(os.path.join(run.run_dir, METRICS_FILE), "".join(json.dumps(h) + "\n" for h in history))
+        write_metrics(run.own, history)
     return state, history, resumed_from
 
 
@@ -202,6 +209,7 @@ def _train_epochs(run: _Run, train_fn: Callable | None, eval_fn: Callable | None
                disable=None if progress and run.writer else True)  # None: only on a terminal
     shown_test = None
     for epoch in range(start_epoch + 1, run.config.epochs + 1):
+        interrupts.check()  # a signal a library swallowed stops the run at the epoch's end
         state, record = _run_epoch(run, train_fn, eval_fn, state, epoch)
         history.append(record)
         _save_epoch(run, epoch, state, history)
@@ -238,9 +246,11 @@ def _run_epoch(run: _Run, train_fn: Callable, eval_fn: Callable, state: TrainSta
 def _save_epoch(run: _Run, epoch: int, state: TrainState, history: list[dict]) -> None:
     """The epoch's line of metrics.jsonl, and its checkpoint every ``ckpt_every`` epochs and at the end."""
     if run.writer:
-        append_text(os.path.join(run.run_dir, METRICS_FILE), json.dumps(history[-1]) + "\n")
+        append_metrics(run.own, history[-1])
     if epoch % run.config.ckpt_every == 0 or epoch == run.config.epochs:
-        save_checkpoint(run.manager, epoch, state, history)
+        save_checkpoint(run.manager, run.own, epoch, state, history)
+        if run.writer:
+            retire(run.manager, run.own, run.config.keep)
 
 
 def _finish(run: _Run, history: list[dict]) -> None:
@@ -248,5 +258,5 @@ def _finish(run: _Run, history: list[dict]) -> None:
     run.manager.close()
     config = run.config
     if run.writer and history:
-        plot_learning_curve(history, os.path.join(run.run_dir, CURVE_FILE), f"{run.dataset.name}: {config.model.block} "
+        plot_learning_curve(run.own, history, f"{run.dataset.name}: {config.model.block} "
                             f"{list(config.model.layers)} x{config.model.channel}, {config.optimizer} lr {config.lr}")

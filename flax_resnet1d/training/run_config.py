@@ -8,7 +8,7 @@ import math
 import os
 
 from ..config import EncoderConfig, preset_config
-from ..errors import TrainingError, UsageError
+from ..errors import ConfigError, TrainingError, UsageError
 from . import data, recipe
 from .data import DataSpec
 
@@ -50,6 +50,13 @@ class TrainConfig:
     label_smoothing: float = 0.0
 
     def __post_init__(self):
+        if not isinstance(self.model, EncoderConfig) or not isinstance(self.data, DataSpec):
+            raise TrainingError(f"model and data must be an EncoderConfig and a DataSpec, got "
+                                f"{type(self.model).__name__} and {type(self.data).__name__}")
+        for name in ("lr", "momentum", "weight_decay", "label_smoothing", "shift", "augment_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TrainingError(f"{name} must be a number, got {type(value).__name__} {value!r}")
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("ckpt_every", 1), ("keep", 1), ("warmup_epochs", 0),
                               ("seed", 0), ("eval_every", 1)):
             value = getattr(self, name)
@@ -81,8 +88,19 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        return cls(**{**d, "model": EncoderConfig.from_dict(d["model"]), "data": DataSpec.from_dict(d["data"])})
+    def from_dict(cls, d: dict, source: str | None = None) -> TrainConfig:
+        """The config a run's config.json holds, every field checked (type, range, choice):
+        ConfigError naming the field, its value and ``source`` (the file), if given."""
+        try:
+            if not isinstance(d, dict):
+                raise TrainingError(f"expected a JSON object of settings, got {type(d).__name__}")
+            fields = {f.name for f in dataclasses.fields(cls)}
+            unknown, missing = sorted(set(d) - fields), [name for name in ("model", "data") if name not in d]
+            if unknown or missing:
+                raise TrainingError(f"unknown fields {unknown}" if unknown else f"missing {' and '.join(missing)}")
+            return cls(**{**d, "model": EncoderConfig.from_dict(d["model"]), "data": DataSpec.from_dict(d["data"])})
+        except (TypeError, ValueError, UsageError) as e:
+            raise ConfigError(f"{source}: {e}" if source else str(e)) from None
 
 
 PRESET_KERNEL_SIZE = 3  # the MDNC presets' own

@@ -1,22 +1,29 @@
 """The run directory: ``config.json``, ``metrics.jsonl`` (one line per epoch),
-``learning_curve.png`` and Orbax checkpoints under ``checkpoints/<epoch>``; saving, restoring
-(an unreadable checkpoint is moved aside and the previous one used) and plotting. Process 0
-alone writes the files; every process takes part in each Orbax save and restore."""
+``learning_curve.png`` and Orbax checkpoints under ``checkpoints/<epoch>``; claiming it for one
+writer, saving, restoring (an unreadable checkpoint is moved aside and the previous one used)
+and plotting. Process 0 alone writes the files and the manifest (``io.manifest``) that lists
+them: nothing but what it lists is ever replaced or deleted, and nothing outside the run
+directory is written (a link inside it is refused). Every process takes part in each Orbax
+save and restore."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-import shutil
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import jax
 import numpy as np
 
+from ..config import read_json
 from ..errors import TrainingError
-from ..io import atomic, formats
+from ..io import atomic, formats, readers
+from ..io.manifest import Manifest, exclusive, holds_nothing
 from . import distributed
 from .run_config import TrainConfig
 from .steps import TrainState, create_state
@@ -26,33 +33,90 @@ log = logging.getLogger(__name__)
 TIMING_KEYS = ("epoch_time_s", "step_time_ms")  # the only metrics that differ between identical runs
 CONFIG_FILE, METRICS_FILE, CURVE_FILE = "config.json", "metrics.jsonl", "learning_curve.png"
 CHECKPOINT_DIR, CORRUPT_DIR = "checkpoints", "corrupt_checkpoints"
-# Everything a run writes in its directory (temporaries end in .tmp-<pid>): `train --out
-# --overwrite` replaces a directory holding only these, with config.json, and nothing else.
-RUN_OUTPUT = atomic.OwnOutput("a run directory", entries=(CONFIG_FILE, METRICS_FILE, CURVE_FILE, CHECKPOINT_DIR,
-                                                          CORRUPT_DIR, "*.tmp-*"), required=CONFIG_FILE,
-                              makes_parents=True)
+RUN_OUTPUT = atomic.OwnOutput("a run directory", kind="run", makes_parents=True)
 
 
+# -- claiming the directory --------------------------------------------------------------------
+@contextlib.contextmanager
+def claim(run_dir: str, resume: bool, overwrite: bool = False, inputs: tuple[str, ...] = ()) -> Iterator[Manifest]:
+    """Hold ``run_dir`` as its one writer for the block: its manifest, with a new run's
+    predecessor (``overwrite``) deleted. Everything is checked before anything is written, and
+    again once the lock is held: the directory holds nothing flax-resnet1d did not write
+    (links included) and, for a new run, no run unless ``overwrite``, and none of ``inputs``."""
+    _claimable(run_dir, resume, overwrite, inputs)
+    os.makedirs(run_dir, exist_ok=True)
+    with exclusive(run_dir, "train"):
+        own = _claimable(run_dir, resume, overwrite, inputs)
+        own.remove() if not resume else own.settle()
+        own.add(CHECKPOINT_DIR + "/")
+        yield own
+
+
+def _claimable(run_dir: str, resume: bool, overwrite: bool, inputs: tuple[str, ...]) -> Manifest:
+    path = Path(run_dir)
+    if resume:
+        own = Manifest.read(path) or _legacy_manifest(path)
+        other = own.foreign()
+        if other:
+            raise TrainingError(f"{run_dir} holds {atomic.listed(other)}, which flax-resnet1d did not write "
+                                "(it follows no link and writes nothing outside the run directory): move them out "
+                                "before resuming")
+        return own
+    if path.is_dir() and not path.is_symlink():
+        own = Manifest.read(path)
+        if own is None and holds_nothing(path):
+            return Manifest(path, "run")
+        if own is not None and CONFIG_FILE not in own.files and not own.foreign():
+            return own  # a start interrupted before its config.json: nothing to lose
+        if not overwrite and RUN_OUTPUT.foreign(path) is None:
+            raise TrainingError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                                "(resume=True), or replace it with --overwrite (overwrite=True)")
+    atomic.check_output(run_dir, overwrite, RUN_OUTPUT, inputs=inputs)
+    return Manifest.read(path) if path.is_dir() else Manifest(path, "run")
+
+
+def _legacy_manifest(path: Path) -> Manifest:
+    """The manifest of a run written before manifests (flax-resnet1d < 0.2), from the names and
+    layout it wrote: its three files and the Orbax checkpoints under its two directories."""
+    files = {name for name in (CONFIG_FILE, METRICS_FILE, CURVE_FILE)
+             if (path / name).is_file() and not (path / name).is_symlink()}
+    for directory in (CHECKPOINT_DIR, CORRUPT_DIR):
+        if not (path / directory).is_dir() or (path / directory).is_symlink():
+            continue
+        files.add(directory + "/")
+        for entry in (path / directory).iterdir():
+            if entry.is_dir() and not entry.is_symlink() and (entry / "_CHECKPOINT_METADATA").is_file():
+                files.update(p.relative_to(path).as_posix() for p in entry.rglob("*")
+                             if p.is_file() and not any(q.is_symlink() for q in (p, *p.parents)))
+    return Manifest(path, "run", files)
+
+
+# -- the run's files ------------------------------------------------------------------------------
 def append_text(path: str, text: str) -> None:
     with atomic.errors_named(path), open(path, "a") as f:
         f.write(text)
         f.flush()
 
 
-def save_config(run_dir: str, config: TrainConfig) -> None:
-    os.makedirs(run_dir, exist_ok=True)
-    atomic.write_text(os.path.join(run_dir, CONFIG_FILE), json.dumps(config.to_dict(), indent=2) + "\n")
+def save_config(own: Manifest, config: TrainConfig) -> None:
+    own.add(CONFIG_FILE)
+    atomic.write_text(own.root / CONFIG_FILE, json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def write_metrics(own: Manifest, history: list[dict]) -> None:
+    own.add(METRICS_FILE)
+    atomic.write_text(own.root / METRICS_FILE, "".join(json.dumps(h) + "\n" for h in history))
+
+
+def append_metrics(own: Manifest, record: dict) -> None:
+    append_text(str(own.root / METRICS_FILE), json.dumps(record) + "\n")
 
 
 def load_config(run_dir: str) -> TrainConfig:
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isfile(path):
         raise TrainingError(f"{run_dir} is not a run directory: no {CONFIG_FILE}")
-    try:
-        with open(path) as f:
-            return TrainConfig.from_dict(json.load(f))
-    except (json.JSONDecodeError, TypeError, KeyError) as e:
-        raise TrainingError(f"{path} is not a valid run config: {e}") from None
+    return TrainConfig.from_dict(read_json(path, "run config"), source=path)
 
 
 def read_metrics(run_dir: str) -> list[dict]:
@@ -71,27 +135,37 @@ def state_digest(state: TrainState) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_manager(run_dir: str, keep: int):
+def checkpoint_manager(run_dir: str, writer: bool = True):
     """Orbax manager over ``run_dir/checkpoints``: one ``<epoch>`` directory per checkpoint.
 
-    Orbax writes each checkpoint into ``<epoch>.orbax-checkpoint-tmp`` and renames it
-    when complete, so a kill mid-save leaves only a temporary directory, which is never
-    restored. Saves are synchronous: on accelerators the next train step donates the state's buffers.
+    Orbax writes each checkpoint into ``<epoch>.orbax-checkpoint-tmp-*`` and renames it when
+    complete, so a kill mid-save leaves only a temporary directory, which is never restored.
+    Saves are synchronous: on accelerators the next train step donates the state's buffers.
+    Old checkpoints are retired by ``retire``, not by Orbax (which deletes any integer-named
+    directory). A reader's manager (``writer=False``) creates and deletes nothing.
     """
     import orbax.checkpoint as ocp
 
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
     directory = os.path.join(run_dir, CHECKPOINT_DIR)
+    if not writer and not os.path.isdir(directory):
+        raise TrainingError(f"{run_dir} has no checkpoint yet")
+    readers.check_regular_tree(Path(directory))  # a FIFO inside would block the read that reaches it
     try:
-        with formats.quiet_orbax_failures():
+        with formats.quiet_orbax_failures():  # and its warnings about a read-only manager
+            options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False, create=writer,
+                                                   read_only=not writer)
             return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=("state", "meta"))
     except Exception as e:  # e.g. a read-only or full file system, in Orbax's words
         raise atomic.as_os_error(e, directory) from None
 
 
-def save_checkpoint(manager, epoch: int, state: TrainState, history: list[dict]) -> None:
+def save_checkpoint(manager, own: Manifest | None, epoch: int, state: TrainState, history: list[dict]) -> None:
+    """Save ``epoch``'s checkpoint (recorded in ``own``, the writer's manifest; None elsewhere)."""
     import orbax.checkpoint as ocp
 
+    step_dir = f"{CHECKPOINT_DIR}/{epoch}"
+    if own is not None:  # before Orbax writes: a kill mid-save leaves the tool's own temporary
+        own.begin(step_dir)
     meta = {"epoch": epoch, "step": int(state.step), "digest": state_digest(state), "history": history}
     try:
         with formats.quiet_orbax_failures():
@@ -99,56 +173,92 @@ def save_checkpoint(manager, epoch: int, state: TrainState, history: list[dict])
                                                         meta=ocp.args.JsonSave(meta)))
     except Exception as e:  # tensorstore reports a full disk inside its own exception types
         raise atomic.as_os_error(e, os.path.join(str(manager.directory), str(epoch))) from None
+    if own is not None:
+        own.commit(step_dir)
 
 
-def restore_checkpoint(manager, run_dir: str, target: TrainState, quarantine: bool = False
+def retire(manager, own: Manifest, keep: int) -> None:
+    """Delete the tool's checkpoints older than the newest ``keep``. Each is first renamed out of
+    its epoch's name, so that a reader sees a checkpoint whole or not at all, never half-deleted."""
+    for epoch in own.steps(CHECKPOINT_DIR)[:-keep]:
+        retired = f"{CHECKPOINT_DIR}/.{epoch}.retired"
+        own.move(f"{CHECKPOINT_DIR}/{epoch}", retired)
+        own.remove(retired)
+    manager.reload()
+
+
+def restore_checkpoint(manager, run_dir: str, target: TrainState, own: Manifest | None = None,
                        ) -> tuple[TrainState, dict] | None:
     """The newest readable checkpoint as (state, meta), or None if there is none.
 
     An unreadable checkpoint (damaged or missing files, digest mismatch) is skipped with a
-    warning in favour of the previous one. With ``quarantine`` (when training resumes and
-    will write those epochs again) the skipped ones are moved to ``run_dir/corrupt_checkpoints``
-    once an older one has restored. If none restores, nothing is moved and TrainingError says why.
+    warning in favour of the previous one; one that disappears while it is read was retired by
+    the run's writer, and the newest is looked up again. With ``own`` (the writer's manifest,
+    when training resumes and will write those epochs again) the skipped ones are moved to
+    ``run_dir/corrupt_checkpoints`` once an older one has restored. If none restores, nothing is
+    moved and TrainingError says why.
     """
     import orbax.checkpoint as ocp
 
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     unreadable = {}
-    for epoch in sorted(manager.all_steps(), reverse=True):
-        try:
-            with formats.quiet_orbax_failures():  # the warning below is the whole report
-                restored = manager.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                          meta=ocp.args.JsonRestore()))
-            state, meta = restored["state"], restored["meta"]
-            if meta["digest"] != state_digest(state):
-                raise ValueError("its arrays do not match the digest recorded when it was saved")
-        except Exception as e:  # orbax/tensorstore/json raise many types for damaged files
-            unreadable[epoch] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-            log.warning("warning: checkpoint of epoch %d in %s is unreadable (%s); trying the previous one",
-                        epoch, run_dir, unreadable[epoch])
-            continue
-        if quarantine and unreadable:  # once, by process 0, after every process has read the checkpoints
-            distributed.on_primary("quarantine", _quarantine, run_dir, sorted(unreadable))
-            manager.reload()
-        return state, meta
+    for _ in range(_ROTATIONS):
+        rotated = False
+        for epoch in _steps(manager, run_dir)[::-1]:
+            if epoch in unreadable:
+                continue
+            try:
+                with formats.quiet_orbax_failures():  # the warning below is the whole report
+                    restored = manager.restore(epoch, args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+                state, meta = restored["state"], restored["meta"]
+                if meta["digest"] != state_digest(state):
+                    raise ValueError("its arrays do not match the digest recorded when it was saved")
+            except Exception as e:  # orbax/tensorstore/json raise many types for damaged files
+                if not os.path.isdir(os.path.join(run_dir, CHECKPOINT_DIR, str(epoch))):
+                    rotated = True  # retired by the writer while we read it: not damaged
+                    break
+                unreadable[epoch] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                log.warning("warning: checkpoint of epoch %d in %s is unreadable (%s); trying the previous one",
+                            epoch, run_dir, unreadable[epoch])
+                continue
+            if unreadable:  # once, by process 0, after every process has read the checkpoints
+                distributed.on_primary("quarantine", _quarantine, own, sorted(unreadable))
+                manager.reload()
+            return state, meta
+        if not rotated:
+            break
+        manager.reload()
     if unreadable:
         raise TrainingError(f"no checkpoint in {run_dir} is readable: "
                             + "; ".join(f"epoch {e}: {why}" for e, why in unreadable.items()))
     return None
 
 
-def _quarantine(run_dir: str, epochs: list[int]) -> None:
+_ROTATIONS = 5  # times a reader looks again after the writer retired the checkpoint it was reading
+
+
+def _steps(manager, run_dir: str) -> list[int]:
+    """Orbax's checkpoints that the run's manifest lists (all of them in a run without one)."""
+    own = Manifest.read(run_dir)
+    steps = manager.all_steps()
+    return sorted(steps if own is None else set(steps) & set(own.steps(CHECKPOINT_DIR)))
+
+
+def _quarantine(own: Manifest | None, epochs: list[int]) -> None:
+    if own is None:  # a reader: nothing is moved
+        return
     for bad in epochs:
-        corrupt = os.path.join(run_dir, CORRUPT_DIR, f"{bad}-{time.strftime('%Y%m%dT%H%M%S')}")
-        os.makedirs(os.path.dirname(corrupt), exist_ok=True)
-        shutil.move(os.path.join(run_dir, CHECKPOINT_DIR, str(bad)), corrupt)
-        log.warning("warning: moved the unreadable checkpoint of epoch %d to %s", bad, corrupt)
+        corrupt = f"{CORRUPT_DIR}/{bad}-{time.strftime('%Y%m%dT%H%M%S')}"
+        own.move(f"{CHECKPOINT_DIR}/{bad}", corrupt)
+        log.warning("warning: moved the unreadable checkpoint of epoch %d to %s", bad, own.root / corrupt)
 
 
 def restore_run(run_dir: str) -> tuple[TrainConfig, TrainState, int]:
-    """(config, state, epoch) of a run's newest readable checkpoint, for eval and export."""
+    """(config, state, epoch) of a run's newest readable checkpoint, for eval and export: read
+    only (a checkpoint the run's writer retires meanwhile is not mistaken for a damaged one)."""
     config = load_config(run_dir)
-    manager = checkpoint_manager(run_dir, config.keep)
+    manager = checkpoint_manager(run_dir, writer=False)
     # Parameter and optimizer-state shapes do not depend on the input length or the schedule.
     target = create_state(config, config.model.in_planes, config.model.min_length() or 1, steps_per_epoch=1)
     restored = restore_checkpoint(manager, run_dir, target)
@@ -158,7 +268,7 @@ def restore_run(run_dir: str) -> tuple[TrainConfig, TrainState, int]:
     return config, restored[0], restored[1]["epoch"]
 
 
-def plot_learning_curve(history: list[dict], path: str, title: str) -> None:
+def plot_learning_curve(own: Manifest, history: list[dict], title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,7 +284,8 @@ def plot_learning_curve(history: list[dict], path: str, title: str) -> None:
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title)
+    fig.suptitle(title, parse_math=False)  # the title holds user text (a file name): "$" is not TeX
     fig.tight_layout()
-    atomic.save_figure(fig, path, dpi=100)
+    own.add(CURVE_FILE)
+    atomic.save_figure(fig, own.root / CURVE_FILE, dpi=100)
 

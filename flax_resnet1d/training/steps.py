@@ -16,6 +16,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .. import memory
 from ..errors import TrainingError
 from ..model import EncoderNet1d, from_config
 from .run_config import OPTIMIZERS, TrainConfig, compute_dtype
@@ -125,6 +126,36 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     if batch_size % mesh.size:
         raise TrainingError(f"batch size {batch_size} must be a multiple of the {mesh.size} devices it is split "
                             f"over; use e.g. --batch-size {math.ceil(batch_size / mesh.size) * mesh.size}")
+
+
+def device_available(device) -> tuple[int, str] | None:
+    """(bytes, where read) ``device`` can still allocate: the host's memory for a CPU device, else
+    its allocator's limit less what is in use; None if unknown."""
+    if device.platform == "cpu":
+        return memory.host_available()
+    stats = device.memory_stats() or {}
+    if "bytes_limit" not in stats:
+        return None
+    return stats["bytes_limit"] - stats.get("bytes_in_use", 0), f"{device.device_kind} bytes_limit"
+
+
+def check_memory(config: TrainConfig, length: int, mesh: Mesh | None = None, training: bool = True) -> None:
+    """TrainingError, in one line with the estimate, unless a train step (``training``) or an
+    evaluation step of ``config`` on series of ``length`` steps fits in the memory of this
+    process's devices of ``mesh`` (default: all devices), each with its share of the batch (CPU
+    devices share the host's memory). Call it before anything is written."""
+    mesh = mesh if mesh is not None else data_parallel_mesh()
+    per_device = math.ceil(config.batch_size / mesh.size)
+    need = (memory.train_step_bytes(config.model, per_device, length, config.optimizer, config.dtype) if training
+            else memory.eval_step_bytes(config.model, per_device, length))
+    local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()] or list(mesh.devices.flat)
+    if local[0].platform == "cpu":
+        need *= len(local)
+    what = (f"a{' train' if training else 'n evaluation'} step of batch size {config.batch_size} over {mesh.size} "
+            f"device{'s' if mesh.size > 1 else ''} on series of {length} steps ({config.model.arch} of "
+            f"{config.model.parameter_count():,} weights)")
+    memory.check_fits(need, what, device_available(local[0]), TrainingError,
+                      "lower the batch size (--batch-size) or the network's size (--channel, --layers)")
 
 
 def shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:

@@ -17,6 +17,7 @@ import pytest
 from train_helpers import assert_same_state, corrupt_files, synthetic_dataset, tiny_config, without_timing
 
 from flax_resnet1d import errors
+from flax_resnet1d.io.manifest import Manifest
 from flax_resnet1d.training import batching, data, loop, run_config, run_files, steps
 
 
@@ -83,7 +84,9 @@ def test_corrupt_newest_checkpoint_falls_back_and_resumes_exactly(damage, datase
     shutil.copytree(ref_dir, run_dir)
     newest = os.path.join(run_dir, run_files.CHECKPOINT_DIR, "6")
     assert corrupt_files(os.path.join(newest, "state") if damage == "array files" else newest) > 0
-    # What a kill during a save leaves behind: an unfinished temporary directory, never restored.
+    # What a kill during a save leaves behind: the save recorded as begun, and Orbax's unfinished
+    # temporary directory, never restored.
+    Manifest.read(run_dir).begin(f"{run_files.CHECKPOINT_DIR}/5")
     os.makedirs(os.path.join(run_dir, run_files.CHECKPOINT_DIR, "5.orbax-checkpoint-tmp", "state"))
 
     with caplog.at_level(logging.WARNING, logger="flax_resnet1d.training"):
@@ -121,7 +124,7 @@ def test_fit_refuses_to_mix_runs(dataset, reference, tmp_path):
     ref_dir, _, _ = reference
     run_dir = str(tmp_path / "run")
     shutil.copytree(ref_dir, run_dir)
-    with pytest.raises(errors.TrainingError, match="already holds checkpoints"):
+    with pytest.raises(errors.TrainingError, match="already holds a run"):
         loop.fit(tiny_config(dataset), dataset, run_dir, progress=False)
     with pytest.raises(errors.TrainingError, match="another configuration"):
         loop.fit(tiny_config(dataset, lr=0.1), dataset, run_dir, resume=True, progress=False)

@@ -45,7 +45,7 @@ BAD_INPUTS = {  # id: (the command line's arguments, given the tiny run and tmp_
     "ensemble members that disagree": (lambda run, tmp: [run, tmp("two_classes.pt"), "--input", tmp("series")],
                                        "ensemble members disagree"),
     "a .npy header declaring more than memory": (lambda run, tmp: [run, "--input", tmp("huge.npy")],
-                                                 "more than the"),
+                                                 "loading it needs about 2.9 TiB of memory, more than the"),
     "an output of an unknown format": (lambda run, tmp: [run, "--input", tmp("series"), "--out", tmp("pred.txt")],
                                        "unknown output format '.txt'"),
 }
@@ -59,8 +59,9 @@ def bad_files(tmp_path):
     np.save(tmp_path / "short.npy", rng.standard_normal((3, 2, 3)))
     config = EncoderConfig(4, (1, 1), "plain", 3, in_planes=2, out_length=2)
     write_checkpoint(tmp_path / "two_classes.pt", small_state_dict(config=config), config)
-    with open(tmp_path / "huge.npy", "wb") as f:  # a header, no data
-        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 2, 32)})
+    with open(tmp_path / "huge.npy", "wb") as f:  # 1.6 TB declared and held, as a sparse file: no disk used
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 2, 10**5)})
+        f.truncate(f.tell() + 8 * 2 * 10**11)
     return lambda name: str(tmp_path / (name if "." in name else f"{name}.npy"))
 
 

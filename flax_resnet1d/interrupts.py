@@ -107,4 +107,4 @@ def handled(program: str | None = None) -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _state.update(program=saved["program"])
+        _state.update(program=saved["program"], received=saved["received"])  # nothing pending outside

@@ -181,22 +181,40 @@ def pytest_terminal_summary(terminalreporter):
                                                    else f"{'-':>18}" for q in quantities))
 
 
-# -- a trained run (the inference tests) ----------------------------------------------
+# -- a user's data set and one real run on it, shared by the reliability tests ---------------------
 @pytest.fixture(scope="session")
-def classifier_run(tmp_path_factory):
-    """A tiny run on the user's arrays with channel normalization (its recorded statistics are
-    part of the preprocessing): (run directory, test series (N, C, L) as the user has them); 3
-    classes, 2 channels, length 32."""
+def user_data(tmp_path_factory) -> Path:
+    """A .npz data set of the user's (train and test files)."""
     from train_helpers import save_npz, synthetic_dataset
+
+    directory = tmp_path_factory.mktemp("data")
+    save_npz(synthetic_dataset(), directory / "train.npz", directory / "test.npz")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, user_data) -> Path:
+    """A real (one-epoch) run directory written by `flax-resnet1d train`."""
+    from train_helpers import TINY_MODEL
 
     from flax_resnet1d import cli
 
-    folder = tmp_path_factory.mktemp("inference")
-    dataset = synthetic_dataset(n_train=40, n_test=24, length=32, channels=2, classes=3)
-    dataset = type(dataset)(**{**dataset.__dict__, "x_train": dataset.x_train * 3 + 1, "x_test": dataset.x_test * 3 + 1})
-    save_npz(dataset, folder / "train.npz", folder / "test.npz")
-    run_dir = str(folder / "run")
-    assert cli.main(["train", "--dataset", str(folder / "train.npz"), "--test-data", str(folder / "test.npz"),
+    run_dir = tmp_path_factory.mktemp("runs") / "run"
+    assert cli.main(["train", "--dataset", str(user_data / "train.npz"), "--test-data", str(user_data / "test.npz"),
+                     *TINY_MODEL, "--epochs", "1", "--out", str(run_dir)]) == 0
+    return run_dir
+
+
+# -- a trained run with recorded statistics (the inference tests) -----------------------------------
+@pytest.fixture(scope="session")
+def classifier_run(tmp_path_factory, user_data):
+    """A tiny run on ``user_data`` with channel normalization (its recorded statistics are part of
+    the preprocessing): (run directory, test series (N, C, L) as the user has them); 3 classes, 2
+    channels, length 32."""
+    from flax_resnet1d import cli
+
+    run_dir = str(tmp_path_factory.mktemp("inference") / "run")
+    assert cli.main(["train", "--dataset", str(user_data / "train.npz"), "--test-data", str(user_data / "test.npz"),
                      "--normalize", "channel", "--channel", "4", "--layers", "1", "1", "--block", "plain",
                      "--kernel-size", "3", "--epochs", "2", "--no-progress", "--out", run_dir]) == 0
-    return run_dir, np.load(folder / "test.npz")["x"]
+    return run_dir, np.load(user_data / "test.npz")["x"]

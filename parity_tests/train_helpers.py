@@ -13,6 +13,11 @@ from flax_resnet1d.training import run_config, run_files, steps
 from flax_resnet1d.training.data import Dataset, DataSpec
 
 
+# a tiny network and batch for CLI runs that test behaviour, not accuracy
+TINY_MODEL = ["--channel", "4", "--layers", "1", "1", "--block", "plain", "--kernel-size", "3", "--batch-size", "8",
+              "--no-progress"]
+
+
 def synthetic_dataset(n_train: int = 40, n_test: int = 24, length: int = 32, channels: int = 2, classes: int = 3,
                       seed: int = 0) -> Dataset:
     """Noisy sinusoids whose frequency depends on the class: learnable, never constant."""

@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None, program: bool = False) -> int:
         return int(e.code or 0)
     with interrupts.handled(f"flax-resnet1d {args.command}" if program else None):
         code, message = _run(args)
-        if interrupts.received() is not None and code < 128:  # a signal a library swallowed, or one
-            code, message = 128 + interrupts.received(), interrupts.SIGNALS[interrupts.received()]  # it turned into an error
+        signum = interrupts.received()
+        if signum is not None and code < 128:  # a signal a library swallowed, or one it turned into an error
+            code, message = 128 + signum, interrupts.SIGNALS[signum]
         if message:
             print(f"flax-resnet1d {args.command}: {message}", file=sys.stderr)
         return code
@@ -113,7 +114,8 @@ class _NamedStream:
 def entry() -> None:
     """The installed command: ``main``, with signals handled from the first instruction to the
     last (a late one cannot turn into a success)."""
-    with interrupts.handled("flax-resnet1d"):
+    command = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else ""
+    with interrupts.handled(f"flax-resnet1d {command}".rstrip()):  # until main knows the command for sure
         code = main(program=True)
     sys.exit(code)
 

@@ -121,9 +121,18 @@ class Manifest:
         self.pending.discard(rel_dir)
         self.save()
 
+    def _remove_temporaries(self, rels: set[str]) -> None:
+        """Delete atomic.py's temporaries beside ``rels``, which a kill -9 leaves."""
+        for rel in rels:
+            path = self.root / rel.rstrip("/")
+            for temporary in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+                if temporary_of(temporary.name) == path.name and not temporary.is_symlink():
+                    _rmtree(temporary)
+
     def settle(self) -> None:
-        """Finish the record of writes a killed process left pending: a directory that was
-        renamed into place is complete and listed; the temporaries beside it are deleted."""
+        """Finish the record of what a killed process left: a directory it was writing that was
+        renamed into place is complete and listed; its temporaries are deleted."""
+        self._remove_temporaries({MANIFEST_FILE} | {rel for rel in self.files if "/" not in rel.rstrip("/")})
         for pending in sorted(self.pending):
             for path in self.root.glob(f"{glob.escape(pending)}.*"):
                 if not path.is_symlink():
@@ -140,21 +149,23 @@ class Manifest:
             self.save()
 
     def move(self, rel_from: str, rel_to: str) -> None:
-        """Rename directory ``rel_from`` (the tool's) to ``rel_to`` and record it."""
+        """Rename directory ``rel_from`` (the tool's) to ``rel_to`` and record its files there (pending
+        meanwhile: a kill between the rename and the record leaves ``rel_to`` the tool's)."""
         self.pending.add(rel_to)
         self.save()
         os.makedirs(self.root / rel_to.rpartition("/")[0], exist_ok=True)
         os.rename(self.root / rel_from, self.root / rel_to)
         self.files = {_rebased(rel, rel_from, rel_to) for rel in self.files}
-        self.commit(rel_to)
+        self.pending.discard(rel_to)  # its files are the ones listed, not whatever else moved with them
+        self.save()
 
     def remove(self, rel_dir: str = "") -> None:
         """Delete the tool's files under ``rel_dir`` (all with ""), its pending writes there and
         the directories left empty; a user's file keeps its directory."""
         prefix = rel_dir + "/" if rel_dir else ""
         for pending in sorted(p for p in self.pending if p == rel_dir or p.startswith(prefix)):
-            for path in self.root.glob(f"{pending}*"):  # the directory and Orbax's temporaries of it
-                if self.owns(path.relative_to(self.root).as_posix()) and not path.is_symlink():
+            for path in [self.root / pending, *self.root.glob(f"{glob.escape(pending)}.*")]:  # and Orbax's temporaries
+                if path.exists() and not path.is_symlink():
                     _rmtree(path)
         gone = {rel for rel in self.files if rel.startswith(prefix)}
         for rel in sorted(rel for rel in gone if not rel.endswith("/")):
@@ -163,11 +174,7 @@ class Manifest:
                 if path.is_dir() and not path.is_symlink():
                     raise CheckpointError(f"{path}: a directory where flax-resnet1d wrote a file; not deleted")
                 path.unlink()
-        for rel in gone:  # atomic.py's temporaries beside them, left by a kill -9
-            path = self.root / rel.rstrip("/")
-            for temporary in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-                if temporary_of(temporary.name) == path.name and not temporary.is_symlink():
-                    _rmtree(temporary)
+        self._remove_temporaries(gone)
         for directory in sorted({p for rel in gone for p in _parents(rel)}, key=len, reverse=True):
             with contextlib.suppress(OSError):  # not empty: it holds something not ours
                 os.rmdir(self.root / directory)

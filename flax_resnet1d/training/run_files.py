@@ -149,7 +149,6 @@ def checkpoint_manager(run_dir: str, writer: bool = True):
     directory = os.path.join(run_dir, CHECKPOINT_DIR)
     if not writer and not os.path.isdir(directory):
         raise TrainingError(f"{run_dir} has no checkpoint yet")
-    readers.check_regular_tree(Path(directory))  # a FIFO inside would block the read that reaches it
     try:
         with formats.quiet_orbax_failures():  # and its warnings about a read-only manager
             options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False, create=writer,
@@ -203,11 +202,13 @@ def restore_checkpoint(manager, run_dir: str, target: TrainState, own: Manifest 
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     unreadable = {}
     for _ in range(_ROTATIONS):
-        rotated = False
-        for epoch in _steps(manager, run_dir)[::-1]:
+        steps, listed = _steps(manager, run_dir)
+        rotated = listed and not steps  # listed, gone from the disk: retired meanwhile
+        for epoch in steps[::-1]:
             if epoch in unreadable:
                 continue
             try:
+                readers.check_regular_tree(Path(run_dir, CHECKPOINT_DIR, str(epoch)))  # a FIFO would block the read
                 with formats.quiet_orbax_failures():  # the warning below is the whole report
                     restored = manager.restore(epoch, args=ocp.args.Composite(
                         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
@@ -228,7 +229,6 @@ def restore_checkpoint(manager, run_dir: str, target: TrainState, own: Manifest 
             return state, meta
         if not rotated:
             break
-        manager.reload()
     if unreadable:
         raise TrainingError(f"no checkpoint in {run_dir} is readable: "
                             + "; ".join(f"epoch {e}: {why}" for e, why in unreadable.items()))
@@ -238,11 +238,15 @@ def restore_checkpoint(manager, run_dir: str, target: TrainState, own: Manifest 
 _ROTATIONS = 5  # times a reader looks again after the writer retired the checkpoint it was reading
 
 
-def _steps(manager, run_dir: str) -> list[int]:
-    """Orbax's checkpoints that the run's manifest lists (all of them in a run without one)."""
+def _steps(manager, run_dir: str) -> tuple[list[int], bool]:
+    """(Orbax's checkpoints on disk that the run's manifest lists, all of them in a run without
+    one; whether the manifest lists any). The manifest is read first: a checkpoint the writer
+    adds meanwhile is found on disk, one it retires is not."""
     own = Manifest.read(run_dir)
-    steps = manager.all_steps()
-    return sorted(steps if own is None else set(steps) & set(own.steps(CHECKPOINT_DIR)))
+    manager.reload()
+    steps = set(manager.all_steps())
+    return sorted(steps if own is None else steps & set(own.steps(CHECKPOINT_DIR))), bool(own and own.steps(
+        CHECKPOINT_DIR))
 
 
 def _quarantine(own: Manifest | None, epochs: list[int]) -> None:

@@ -24,20 +24,16 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-import test_reliability
 import torch
 from checkpoint_helpers import small_state_dict, write_checkpoint
-from test_reliability import TINY_MODEL, assert_one_line_exit_2, run, snapshot
+from cli_helpers import assert_one_line_exit_2, run, snapshot
+from train_helpers import TINY_MODEL
 
 from flax_resnet1d import errors, memory
 from flax_resnet1d.config import EncoderConfig
 from flax_resnet1d.training.data import DataSpec
 
 HUGE_SHAPE = (2_000_000, 2, 2_000_000)  # 58.2 TiB of float64: beyond any machine's memory
-
-
-# test_reliability's fixtures: its user data (a train and a test .npz) and a one-epoch run on them
-user_data, tiny_run = test_reliability.user_data, test_reliability.tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +131,8 @@ def _edited_run(tiny_run: Path, tmp_path: Path, edit) -> Path:
 
 NEEDS = r"needs about [\d.]+ [KMGTP]iB of memory, more than the [\d.]+ [KMGTP]?i?B available"
 MEMORY = {  # command (formatted with the inputs) -> what the message says
+    "train --batch-size": (["train", "--dataset", "{train}", *TINY_MODEL, "--batch-size", "1000000000", "--out",
+                            "{out}"], rf"a train step of batch size 1000000000 .*{NEEDS}"),
     "verify --batch": (["verify", "{ckpt}", "--batch", "1000000000"], rf"verify --batch 1000000000 --length \d+ {NEEDS}"),
     "verify --length": (["verify", "{ckpt}", "--length", "1000000000000"], rf"--length 1000000000000 {NEEDS}"),
     "verify --input (lying .npy)": (["verify", "{ckpt}", "--input", "{npy}"],

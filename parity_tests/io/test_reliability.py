@@ -18,7 +18,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
-import hashlib
 import io
 import os
 import re
@@ -31,56 +30,18 @@ import numpy as np
 import pytest
 import torch
 from checkpoint_helpers import SMALL_CONFIG, leftovers, small_state_dict, write_checkpoint
-from train_helpers import save_npz, synthetic_dataset
+from cli_helpers import assert_one_line_exit_2, run, snapshot
+from train_helpers import TINY_MODEL
 
 import torch_ref
-from flax_resnet1d import cli, errors, parity
+from flax_resnet1d import errors, parity
 from flax_resnet1d.config import EncoderConfig, preset_config
 from flax_resnet1d.io import atomic, writers
 from flax_resnet1d.training import data
 
-TINY_MODEL = ["--channel", "4", "--layers", "1", "1", "--block", "plain", "--kernel-size", "3", "--batch-size", "8",
-              "--no-progress"]
 # Large enough that every format's file exceeds FILE_SIZE_LIMIT (a full disk part-way through).
 BIG_CONFIG = EncoderConfig(16, (1, 1), "bottleneck", 3, in_planes=2, out_length=3)
 FILE_SIZE_LIMIT = 4 * 1024
-
-
-def run(capsys, *argv) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_exit_2(result: tuple[int, str, str], pattern: str) -> str:
-    code, _, err = result
-    assert code == 2 and "Traceback" not in err, err
-    assert len(err.splitlines()) == 1, err
-    assert re.search(pattern, err), err
-    return err
-
-
-def snapshot(directory: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file (and '<dir>' for directories) under ``directory``."""
-    return {str(p.relative_to(directory)): "<dir>" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*"))}
-
-
-@pytest.fixture(scope="module")
-def user_data(tmp_path_factory) -> Path:
-    """A .npz data set of the user's (train and test files)."""
-    directory = tmp_path_factory.mktemp("data")
-    save_npz(synthetic_dataset(), directory / "train.npz", directory / "test.npz")
-    return directory
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, user_data) -> Path:
-    """A real (one-epoch) run directory written by `flax-resnet1d train`."""
-    run_dir = tmp_path_factory.mktemp("runs") / "run"
-    assert cli.main(["train", "--dataset", str(user_data / "train.npz"), "--test-data", str(user_data / "test.npz"),
-                     *TINY_MODEL, "--epochs", "1", "--out", str(run_dir)]) == 0
-    return run_dir
 
 
 # -- 1. --overwrite never destroys a user's files ----------------------------------------------

@@ -22,7 +22,9 @@ from .predictor import Member, Predictor, padded_length
 
 SERVING_SUFFIXES = (".jaxexport", ".onnx")
 PLATFORMS = ("cpu", "cuda")
-ARTIFACTS = {".jaxexport": atomic.OwnOutput("a jax.export file", contents=("unknown", "empty")),
+# What --overwrite may replace, by content: neither format has a signature sniff knows (a
+# flatbuffer starts with its root's offset, which may read as a msgpack map; ONNX with a field tag).
+ARTIFACTS = {".jaxexport": atomic.OwnOutput("a jax.export file", contents=("unknown", "msgpack", "empty")),
              ".onnx": atomic.OwnOutput("an ONNX file", contents=("unknown", "text", "empty"))}
 ONNX_OPSET = 18
 

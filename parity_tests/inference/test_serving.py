@@ -72,6 +72,10 @@ def test_jax_export_runs_without_this_package(source, classifier_run, tmp_path, 
     artifact = tmp_path / "model.jaxexport"
     assert cli.main(["export", *args, str(artifact), "--no-check"]
                     + ([] if length is None else ["--length", str(length)])) == 0
+    if source != "run":  # an existing artifact: replaced with --overwrite only
+        assert cli.main(["export", *args, str(artifact), "--no-check", "--length", str(length)]) == 2
+        assert "already exists" in capsys.readouterr().err
+        assert cli.main(["export", *args, str(artifact), "--no-check", "--length", str(length), "--overwrite"]) == 0
     inputs = random_inputs(predictor, length)
     np.savez(tmp_path / "x.npz", **inputs)
     subprocess.run([sys.executable, "-c", CONSUMER, str(artifact), str(tmp_path / "x.npz"), str(tmp_path / "y.npz")],

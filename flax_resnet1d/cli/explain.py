@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..training import data
-from .predict import INPUT_HELP, add_model_arguments, load_predictor
+from .predict import INPUT_HELP, LAYOUT_HELP, add_model_arguments, load_predictor, read_series
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,14 +22,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="CAM.npz", help=".npz, written atomically")
     p.add_argument("--plot", metavar="PNG", help="the picture (default: --out with .png)")
     p.add_argument("--class", dest="chosen", metavar="C", help="a class name (or index); default: the predicted one")
-    p.add_argument("--layout", choices=data.LAYOUTS, default="NCL", help="axes of X")
+    p.add_argument("--layout", choices=data.LAYOUTS, help=LAYOUT_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace --out and --plot if this command wrote them")
     p.set_defaults(func=run_explain)
 
 
 def run_explain(args: argparse.Namespace) -> int:
     from ..errors import UsageError
-    from ..inference import cam, inputs, results
+    from ..inference import cam, results
     from ..io import atomic
 
     plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
@@ -38,9 +38,10 @@ def run_explain(args: argparse.Namespace) -> int:
         raise UsageError(f"--plot {plot}: expected a .png name")
     atomic.check_output(args.out, args.overwrite, results.OUTPUTS[".npz"])
     atomic.check_output(plot, args.overwrite, cam.PLOT_OUTPUT)
-    predictor = load_predictor(args, layout="NLC")  # read_inputs gives channels-last series
-    series = predictor.channels_last(inputs.read_inputs(args.input, args.layout), args.input)
-    maps = cam.class_activation_maps(predictor, series, args.chosen)
+    predictor = load_predictor(args)
+    x = read_series(args.input, predictor)
+    maps = cam.class_activation_maps(predictor, x, args.chosen)
+    series = predictor.channels_last(x, args.input)
     names = predictor.classes or tuple(str(i) for i in range(predictor.num_classes))
     results.write_npz(args.out, maps.as_arrays(names), args.overwrite)
     cam.plot_maps(plot, series, maps, names, f"class activation maps: {Path(args.models).name} on "

@@ -27,11 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "torch_ref must reproduce the JAX test accuracy exactly and the logits to "
                     f"{TORCH_CHECK_TOLERANCE:g}; exit 1 if not. .jaxexport (jax.export, StableHLO for CPU and CUDA) "
                     "or .onnx: the whole prediction function of a run or a checkpoint (weights, preprocessing, "
-                    "softmax) for float32 series (N, C, L) (--layout) with any N, checked against predict on random "
+                    "softmax) for float32 series (N, C, L) or (N, L, C) (--layout) with any N, checked against predict on random "
                     f"series to {SERVING_CHECK_TOLERANCE:g}; a consumer needs only jax (or onnxruntime).")
     add_model_arguments(x, several=False)
     x.add_argument("dst", metavar="DST", help=".pt/.pth, .safetensors, .jaxexport or .onnx, written atomically")
-    x.add_argument("--layout", choices=LAYOUTS, default="NCL", help="axes of a serving artifact's input and signals")
+    x.add_argument("--layout", choices=LAYOUTS, help="axes of a serving artifact's input and signals (default: those "
+                                                     "of the data the run trained on, else NCL)")
     x.add_argument("--length", type=int, help="a serving artifact's series length (default: the run's; a checkpoint's: "
                                               "the smallest with 6 final feature positions)")
     x.add_argument("--overwrite", action="store_true",
@@ -50,7 +51,8 @@ def run_export(args: argparse.Namespace) -> int:
     if not is_run_directory(args.models):
         raise UsageError(f"{args.models}: not a run directory; a checkpoint becomes a state dict with convert "
                          f"(or a serving artifact: DST ending in {' or '.join(serving.SERVING_SUFFIXES)})")
-    given = [f"--{name}" for name in ("config", "key", "normalize", "length") if getattr(args, name) is not None]
+    given = [f"--{name}" for name in ("config", "key", "normalize", "layout", "length")
+             if getattr(args, name) is not None]
     if given:
         raise UsageError(f"{' '.join(given)} apply to a serving artifact (.jaxexport or .onnx), not to {args.dst}")
     return export_state_dict(args.models, args.dst, args.overwrite, args.no_check)

@@ -9,7 +9,8 @@ from ..training import data
 from .options import add_config_argument, add_key_argument, parse_config
 
 INPUT_HELP = (".npz (array x), .npy, .ts (the UCR/UEA archive's format) or .csv (one series a row); "
-              "(N, C, L) unless --layout NLC, (N, L) for one channel")
+              "(N, C, L) or (N, L, C) as --layout says, (N, L) for one channel")
+LAYOUT_HELP = "axes of X and of output signals (default: those of the data the run trained on, else NCL)"
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, several: bool) -> None:
@@ -33,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(p, several=True)
     p.add_argument("--input", required=True, metavar="X", help=INPUT_HELP)
     p.add_argument("--out", required=True, metavar="PRED", help=".npz or .csv, written atomically")
-    p.add_argument("--layout", choices=data.LAYOUTS, default="NCL", help="axes of X and of output signals")
+    p.add_argument("--layout", choices=data.LAYOUTS, help=LAYOUT_HELP)
     p.add_argument("--task", choices=("classification", "regression"),
                    help="an EncoderNet1d with out_length: class probabilities (default) or raw values")
     p.add_argument("--batch-size", type=int, default=256, help="series per batch (bounds the memory)")
@@ -42,19 +43,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_predict)
 
 
-def load_predictor(args: argparse.Namespace, layout: str | None = None):
-    """The Predictor of MODEL(s) with --config, --key, --normalize, --task and ``layout`` (--layout)."""
+def load_predictor(args: argparse.Namespace):
+    """The Predictor of MODEL(s) with --config, --key, --normalize, --task and --layout."""
     from ..inference.predictor import Predictor
 
     models = args.models if isinstance(args.models, list) else [args.models]
     config = parse_config(args.config) if args.config else None
     return Predictor.load(*models, config=config, key=args.key, normalize=args.normalize,
-                          task=getattr(args, "task", None), layout=layout or args.layout)
+                          task=getattr(args, "task", None), layout=args.layout)
+
+
+def read_series(path: str, predictor):
+    """--input's series as ``predictor`` takes them (its layout; a list: channels-last series)."""
+    from ..inference import inputs
+
+    member = predictor.members[0]
+    x = inputs.read_inputs(path, predictor.layout, vector=member.config.in_length if member.is_vector_input else None)
+    if not isinstance(x, list) and x.ndim == 3 and predictor.layout == "NCL":
+        x = x.swapaxes(1, 2)  # read_inputs gives channels-last series
+    return x
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..errors import UsageError
-    from ..inference import inputs, results
+    from ..inference import results
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -63,9 +75,7 @@ def run_predict(args: argparse.Namespace) -> int:
     predictor = load_predictor(args)
     member = predictor.members[0]
     results.check_prediction_output(args.out, args.overwrite, predictor.task, member.config.out_channels)
-    x = inputs.read_inputs(args.input, args.layout, vector=member.config.in_length if member.is_vector_input else None)
-    if not isinstance(x, list) and x.ndim == 3 and args.layout == "NCL":
-        x = x.swapaxes(1, 2)  # read_inputs gives channels-last series, the predictor takes its layout
+    x = read_series(args.input, predictor)
     outputs = predictor.outputs(x, args.batch_size, progress=None if not args.no_progress else False,
                                 source=args.input)
     labels = predictor.labels(outputs) if predictor.task == "classification" else None

@@ -49,6 +49,7 @@ class Member:
     length: int | None = None  # series are resampled to this length (a run's), None: taken as given
     classes: tuple[str, ...] | None = None  # a classifier's class names (None: the class indices)
     pad: bool = False  # zero-pad short series at the end to the network's minimum length (as a run trained)
+    layout: str | None = None  # the axes of the series a run trained on, as its user gave them
 
     @property
     def is_classifier(self) -> bool:
@@ -104,7 +105,7 @@ def _load_run(path: str) -> Member:
         normalization, length = dataset.normalization, dataset.length
     classes = spec.classes  # None in older runs: labels are then the class indices
     return Member(path, train_config.model, {"params": jax.device_get(state.params)}, normalization, length, classes,
-                  pad=True)
+                  pad=True, layout=spec.layout)
 
 
 def check_members(members: Sequence[Member], task: str) -> None:
@@ -194,12 +195,14 @@ class Predictor:
     """One trained network, or an ensemble of them, with its preprocessing (see the module doc).
 
     ``layout`` is the axes of the series given to it and of the signals it returns: ``NCL``
-    (MDNC's ``(N, C, L)``, the default) or ``NLC``; a 2-D array is ``(N, L)``, one channel.
+    (MDNC's ``(N, C, L)``) or ``NLC``; a 2-D array is ``(N, L)``, one channel. Default: the layout
+    of the data the (first) run trained on, else ``NCL``.
     """
 
-    def __init__(self, members: Sequence[Member], task: str | None = None, layout: str = "NCL"):
+    def __init__(self, members: Sequence[Member], task: str | None = None, layout: str | None = None):
         if not members:
             raise UsageError("a Predictor needs at least one model")
+        layout = layout or next((m.layout for m in members if m.layout), "NCL")
         if layout not in LAYOUTS:
             raise DataError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
         members = tuple(members)
@@ -215,7 +218,7 @@ class Predictor:
 
     @classmethod
     def load(cls, *paths: str | os.PathLike, config: Any = None, key: str | None = None,
-             normalize: str | None = None, task: str | None = None, layout: str = "NCL") -> Predictor:
+             normalize: str | None = None, task: str | None = None, layout: str | None = None) -> Predictor:
         """From run directories or checkpoints (several: an ensemble). ``config`` (a family config
         or its dict) and ``key`` select and check a checkpoint's weights as for ``convert``;
         ``normalize`` (``series`` or ``none``, the default) applies to bare checkpoints."""

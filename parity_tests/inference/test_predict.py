@@ -4,6 +4,7 @@ change the result."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -65,7 +66,9 @@ def test_a_run_predicts_with_its_own_preprocessing_and_class_names(classifier_ru
     expected = np.asarray(jax.nn.softmax(logits))
     assert relative_error(run_predictor.predict_proba(x_test), expected) <= 1e-5
     assert (run_predictor.predict(x_test) == np.array(["0", "1", "2"])[expected.argmax(1)]).all()
-    # NLC, and longer series, resampled to the run's length as training resamples
+    # a run's layout is its data's unless given; NLC, and longer series, resampled to the run's length
+    assert run_predictor.layout == "NCL"
+    assert Predictor([dataclasses.replace(m, layout="NLC") for m in run_predictor.members]).layout == "NLC"
     nlc = Predictor(run_predictor.members, layout="NLC")
     assert relative_error(nlc.predict_proba(x_test.swapaxes(1, 2)), expected) <= 1e-5
     stretched = np.stack([data.resampled(s, 64) for s in x_test.swapaxes(1, 2)])

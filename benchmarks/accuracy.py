@@ -109,7 +109,8 @@ def summarized(entry: dict) -> dict:
     accuracy and their mean time."""
     accuracies = 100 * np.array([r["test_accuracy"] for r in entry["runs"]])
     return {**entry, "mean": float(accuracies.mean()), "std": float(accuracies.std()),
-            "ensemble": ensemble_accuracy(entry), "seconds_per_run": float(np.mean([r["seconds"] for r in entry["runs"]]))}
+            "ensemble": ensemble_accuracy(entry),
+            "seconds_per_run": float(np.mean([r["seconds"] for r in entry["runs"]]))}
 
 
 def merged(stored: dict | None, measured: dict, same_recipe: bool) -> dict:

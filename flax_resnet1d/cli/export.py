@@ -27,8 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "torch_ref must reproduce the JAX test accuracy exactly and the logits to "
                     f"{TORCH_CHECK_TOLERANCE:g}; exit 1 if not. .jaxexport (jax.export, StableHLO for CPU and CUDA) "
                     "or .onnx: the whole prediction function of a run or a checkpoint (weights, preprocessing, "
-                    "softmax) for float32 series (N, C, L) or (N, L, C) (--layout) with any N, checked against predict on random "
-                    f"series to {SERVING_CHECK_TOLERANCE:g}; a consumer needs only jax (or onnxruntime).")
+                    "softmax) for float32 series (N, C, L) or (N, L, C) (--layout) with any N, checked against "
+                    f"predict on random series to {SERVING_CHECK_TOLERANCE:g}; a consumer needs only jax (or "
+                    "onnxruntime).")
     add_model_arguments(x, several=False)
     x.add_argument("dst", metavar="DST", help=".pt/.pth, .safetensors, .jaxexport or .onnx, written atomically")
     x.add_argument("--layout", choices=LAYOUTS, help="axes of a serving artifact's input and signals (default: those "

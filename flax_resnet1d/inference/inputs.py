@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from .. import memory
-from ..errors import DataError
+from ..errors import DataError, first_line
 from ..training.data import LAYOUTS
 
 INPUT_SUFFIXES = (".npz", ".npy", ".ts", ".csv")
@@ -97,7 +97,7 @@ def _read_ts(path: str) -> list[np.ndarray]:
     try:
         x = aeon.datasets.load_from_ts_file(path, return_type="np-list")
     except Exception as e:  # aeon raises IOError, ValueError, TsFileParseException on a malformed file
-        raise DataError(f"{path}: not a readable .ts file ({str(e).strip().splitlines()[0] if str(e) else e})") from None
+        raise DataError(f"{path}: not a readable .ts file ({first_line(e)})") from None
     x = x[0] if isinstance(x, tuple) else x
     series = [np.asarray(s, np.float64).T for s in x]
     if not series:

@@ -346,8 +346,8 @@ class Predictor:
         for start in tqdm(range(0, len(x), batch), desc="predict", unit="batch", file=sys.stderr,
                           disable=None if progress is None else not progress):
             chunk = x[start:start + batch]
-            padded = chunk if len(chunk) == batch else np.concatenate([chunk, np.zeros((batch - len(chunk),
-                                                                                        *chunk.shape[1:]), chunk.dtype)])
+            padding = np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)
+            padded = chunk if len(chunk) == batch else np.concatenate([chunk, padding])
             y = np.asarray(_compiled_ensemble()(self.members, self.task, self._variables, padded))[:len(chunk)]
             out[start:start + len(chunk)] = y if y.ndim == 2 or self.layout == "NLC" else y.swapaxes(1, 2)
         return out

@@ -24,7 +24,8 @@ def test_the_map_mean_plus_the_bias_is_the_logit_in_float64(make_flax_variables)
         logits = np.asarray(jax.jit(lambda v, x: from_config(config).apply(v, model_input(member, x)))(variables, x))
         maps, _, index = jax.jit(member_maps, static_argnums=0)(member, variables, x, chosen)
     maps = np.asarray(maps)
-    assert maps.dtype == np.float64 and maps.shape == (6, config.feature_length(40)) and (np.asarray(index) == chosen).all()
+    assert maps.dtype == np.float64 and maps.shape == (6, config.feature_length(40))
+    assert (np.asarray(index) == chosen).all()
     expected = logits[np.arange(6), chosen]
     cam_logit = maps.mean(axis=1) + variables["params"]["fc"]["bias"][chosen]
     error = np.max(np.abs(cam_logit - expected)) / np.max(np.abs(expected))

@@ -28,6 +28,7 @@ NORMALIZERS = ("batch", "inst", "pinst", "null")
 ACTIVATORS = ("prelu", "relu", "null")
 LAYER_ORDERS = ("new", "old")
 SCALERS = ("down", "up")
+MAX_SEARCHED_STAGES = 16  # min_length scans 2**(stages + 2) lengths: 16 stages take seconds, 30 would take days
 
 # name -> (block, blocks per stage); EncoderNet1d presets (64 channels, 5 stages)
 PRESETS = {
@@ -208,26 +209,19 @@ class _Config:
         return sum(math.prod(row.torch_shape) for row in P.plan_rows(self.plan()))
 
     def min_length(self) -> int | None:
-        """Smallest input length this network accepts, or None if no length works.
-
-        Every step of the flow maps lengths monotonically (strided convolutions, up-sampling,
-        crops to a saved length that grows with the input), so the lengths that work are all
-        those from the smallest on: a binary search finds it in O(depth) walks, where a scan
-        took 2**depth (test_plan checks the two agree)."""
-        low, high = 0, 2 ** (self._depth() + 2) + 15  # each stage at most halves; low fails, high is tried
-        if not self._takes(high):
-            return None
-        while high - low > 1:
-            middle = (low + high) // 2
-            low, high = (low, middle) if self._takes(middle) else (middle, high)
-        return high
-
-    def _takes(self, length: int) -> bool:
-        try:
-            self._walk(length)
-        except P.LengthProblem:
-            return False
-        return True
+        """Smallest input length this network accepts, or None if no length works. A scan: the
+        lengths a network takes need not be all those from the smallest on (an even kernel takes
+        multiples of 2**stages only), and each stage at most halves the length."""
+        if self._depth() > MAX_SEARCHED_STAGES:
+            raise ConfigError(f"{self.arch}: {self._depth()} stages need inputs of about 2**{self._depth()} steps or "
+                             f"more; input lengths are searched for at most {MAX_SEARCHED_STAGES} stages")
+        for length in range(1, 2 ** (self._depth() + 2) + 16):
+            try:
+                self._walk(length)
+                return length
+            except P.LengthProblem:
+                continue
+        return None
 
     def _depth(self) -> int:
         return len(self.layers)

@@ -30,8 +30,8 @@ from . import data, distributed
 from .batching import augmentation, epoch_order, sharded_batches
 from .data import Dataset
 from .run_config import TrainConfig
-from .run_files import (CONFIG_FILE, append_metrics, checkpoint_manager, claim, load_config, plot_learning_curve,
-                        restore_checkpoint, retire, save_checkpoint, save_config, write_metrics)
+from .run_files import (CONFIG_FILE, append_metrics, checkpoint_dir, checkpoint_manager, claim, load_config,
+                        plot_learning_curve, restore_checkpoint, retire, save_checkpoint, save_config, write_metrics)
 from .steps import (TrainState, check_batch_size, check_memory, create_state, data_parallel_mesh, jit_eval_step,
                     jit_train_step, make_schedule, replicate)
 
@@ -210,6 +210,8 @@ def _train_epochs(run: _Run, train_fn: Callable | None, eval_fn: Callable | None
     shown_test = None
     for epoch in range(start_epoch + 1, run.config.epochs + 1):
         interrupts.check()  # a signal a library swallowed stops the run at the epoch's end
+        if run.writer and _checkpointed(run, epoch):  # a kill mid-save then leaves the tool's own temporary
+            run.own.begin(checkpoint_dir(epoch))
         state, record = _run_epoch(run, train_fn, eval_fn, state, epoch)
         history.append(record)
         _save_epoch(run, epoch, state, history)
@@ -247,10 +249,15 @@ def _save_epoch(run: _Run, epoch: int, state: TrainState, history: list[dict]) -
     """The epoch's line of metrics.jsonl, and its checkpoint every ``ckpt_every`` epochs and at the end."""
     if run.writer:
         append_metrics(run.own, history[-1])
-    if epoch % run.config.ckpt_every == 0 or epoch == run.config.epochs:
+    if _checkpointed(run, epoch):
         save_checkpoint(run.manager, run.own, epoch, state, history)
         if run.writer:
             retire(run.manager, run.own, run.config.keep)
+
+
+def _checkpointed(run: _Run, epoch: int) -> bool:
+    """Whether ``epoch`` ends with a checkpoint: every ``ckpt_every`` epochs and at the end."""
+    return epoch % run.config.ckpt_every == 0 or epoch == run.config.epochs
 
 
 def _finish(run: _Run, history: list[dict]) -> None:

@@ -158,13 +158,17 @@ def checkpoint_manager(run_dir: str, writer: bool = True):
         raise atomic.as_os_error(e, directory) from None
 
 
+def checkpoint_dir(epoch: int) -> str:
+    """Where ``epoch``'s checkpoint lies in the run directory."""
+    return f"{CHECKPOINT_DIR}/{epoch}"
+
+
 def save_checkpoint(manager, own: Manifest | None, epoch: int, state: TrainState, history: list[dict]) -> None:
-    """Save ``epoch``'s checkpoint (recorded in ``own``, the writer's manifest; None elsewhere)."""
+    """Save ``epoch``'s checkpoint (recorded in ``own``, the writer's manifest; None elsewhere),
+    which the writer has recorded as begun (``Manifest.begin``) before the epoch's first step:
+    every process writes its part only after that step, which needs them all."""
     import orbax.checkpoint as ocp
 
-    step_dir = f"{CHECKPOINT_DIR}/{epoch}"
-    if own is not None:  # before Orbax writes: a kill mid-save leaves the tool's own temporary
-        own.begin(step_dir)
     meta = {"epoch": epoch, "step": int(state.step), "digest": state_digest(state), "history": history}
     try:
         with formats.quiet_orbax_failures():
@@ -173,7 +177,7 @@ def save_checkpoint(manager, own: Manifest | None, epoch: int, state: TrainState
     except Exception as e:  # tensorstore reports a full disk inside its own exception types
         raise atomic.as_os_error(e, os.path.join(str(manager.directory), str(epoch))) from None
     if own is not None:
-        own.commit(step_dir)
+        own.commit(checkpoint_dir(epoch))
 
 
 def retire(manager, own: Manifest, keep: int) -> None:

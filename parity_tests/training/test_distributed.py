@@ -41,6 +41,7 @@ from train_helpers import (assert_same_state, corrupt_files, dead_shortcut_biase
 
 from flax_resnet1d import cli
 from flax_resnet1d.errors import DistributedError
+from flax_resnet1d.io.manifest import Manifest
 from flax_resnet1d.parity import relative_error
 from flax_resnet1d.training import distributed, run_files, steps
 
@@ -198,6 +199,7 @@ def test_sigkill_one_process_then_resume_matches_uninterrupted_run(data_dir, run
 
     # A save cut short leaves a temporary directory (never restored); the newest complete
     # checkpoint is damaged too: process 0 alone moves it aside, the previous one is used.
+    Manifest.read(run_dir).begin(f"{run_files.CHECKPOINT_DIR}/{kept[-1] + 1}")
     (checkpoints / f"{kept[-1] + 1}.orbax-checkpoint-tmp" / "state").mkdir(parents=True, exist_ok=True)
     assert corrupt_files(checkpoints / str(kept[-1]) / "state") > 0
     resume = ["train", "--resume", str(run_dir), "--no-progress"]

@@ -129,6 +129,12 @@ class DataSpec:
     test_fraction: float = 0.2
     normalize: str = "series"
     digest: str | None = None  # sha256 of the loaded arrays, recorded by the run (see ``with_digest``)
+    # Recorded with the digest, so a run predicts without its data: the class names, the series
+    # length the network trained on, and the ``channel`` statistics (absent in older runs).
+    classes: tuple[str, ...] | None = None
+    length: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def __post_init__(self):
         for name, optional in (("source", False), ("test", True), ("digest", True)):
@@ -146,6 +152,24 @@ class DataSpec:
             raise DataError(f"test fraction must be between 0 and 1, got {fraction}")
         if self.digest is not None and not (len(self.digest) == 64 and all(c in "0123456789abcdef" for c in self.digest)):
             raise DataError(f"data digest must be 64 hexadecimal digits (a sha256), got {self.digest!r}")
+        self._check_recorded()
+
+    def _check_recorded(self) -> None:
+        """What prediction reads of the data: class names, the length, the channel statistics."""
+        if self.classes is not None and not (isinstance(self.classes, tuple) and self.classes
+                                             and all(isinstance(c, str) for c in self.classes)):
+            raise DataError(f"data classes must be a non-empty list of strings or null, got {self.classes!r}")
+        if self.length is not None and (isinstance(self.length, bool) or not isinstance(self.length, int)
+                                        or self.length < 1):
+            raise DataError(f"data length must be a positive integer or null, got {self.length!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, tuple) and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)):
+                raise DataError(f"data {name} must be a list of finite numbers or null, got {value!r}")
+        if (self.mean is None) != (self.std is None) or (self.mean is not None and len(self.mean) != len(self.std)):
+            raise DataError(f"data mean and std must both be lists of one number per channel, got {self.mean!r} and "
+                            f"{self.std!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -160,7 +184,18 @@ class DataSpec:
         unknown, missing = sorted(set(d) - fields), [] if "source" in d else ["source"]
         if unknown or missing:
             raise DataError(f"data: {'unknown fields ' + str(unknown) if unknown else 'missing field source'}")
+        d = {name: tuple(value) if name in ("classes", "mean", "std") and isinstance(value, list) else value
+             for name, value in d.items()}
         return cls(**d)
+
+    @property
+    def normalization(self) -> Normalization | None:
+        """The recorded normalization (None for a run from before statistics were recorded)."""
+        if self.normalize != "channel":
+            return Normalization(self.normalize)
+        if self.mean is None:
+            return None
+        return Normalization("channel", np.array(self.mean, np.float64), np.array(self.std, np.float64))
 
 
 def input_files(spec: DataSpec) -> tuple[str, ...]:
@@ -188,13 +223,16 @@ def digest(dataset: Dataset) -> str:
 
 
 def with_digest(spec: DataSpec, dataset: Dataset) -> DataSpec:
-    """``spec`` with the digest of ``dataset`` recorded; DataError if it recorded another one."""
+    """``spec`` with the digest of ``dataset`` recorded, and what prediction needs of it (classes,
+    length, statistics); DataError if it recorded another digest."""
     actual = digest(dataset)
     if spec.digest is not None and spec.digest != actual:
         files = " and ".join(input_files(spec)) or f"the archive set {spec.source}"
         raise DataError(f"{files}: the data changed since the run recorded it (sha256 {spec.digest[:12]}..., now "
                         f"{actual[:12]}...); restore the original data, or start a new run with --out")
-    return dataclasses.replace(spec, digest=actual)
+    statistics = {name: None if value is None else tuple(map(float, value))
+                  for name, value in (("mean", dataset.normalization.mean), ("std", dataset.normalization.std))}
+    return dataclasses.replace(spec, digest=actual, classes=tuple(dataset.classes), length=dataset.length, **statistics)
 
 
 def default_normalization(source: str) -> str:

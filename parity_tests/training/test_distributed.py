@@ -172,7 +172,7 @@ def test_processes_match_one_process(layout, runs):
           f"eval losses {eval_error:.1e}; test accuracy {[h['test_accuracy'] for h in metrics]}")
     assert loss_error <= TOLERANCE and param_error <= TOLERANCE and eval_error <= TOLERANCE
     assert all(evaluation[s]["accuracy"] == reference_evaluation[s]["accuracy"] for s in ("train", "test"))
-    initial = flatten_dict(jax.device_get(steps.create_state(config, config.model.in_planes, 32, 1).params))
+    initial = flatten_dict(jax.device_get(steps.create_state(config, 32, 1).params))
     assert relative_error(b[("fc", "kernel")], initial[("fc", "kernel")]) > 1e-3  # compared after training
 
 

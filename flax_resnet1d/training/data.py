@@ -193,6 +193,9 @@ class DataSpec:
     length: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    # a regressor's or signal network's target standardization (its outputs -> the targets' units)
+    target_mean: tuple[float, ...] | None = None
+    target_std: tuple[float, ...] | None = None
 
     def __post_init__(self):
         for name, optional in (("source", False), ("test", True), ("digest", True)):
@@ -224,14 +227,16 @@ class DataSpec:
         if self.length is not None and (isinstance(self.length, bool) or not isinstance(self.length, int)
                                         or self.length < 1):
             raise DataError(f"data length must be a positive integer or null, got {self.length!r}")
-        for name in ("mean", "std"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, tuple) and all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)):
-                raise DataError(f"data {name} must be a list of finite numbers or null, got {value!r}")
-        if (self.mean is None) != (self.std is None) or (self.mean is not None and len(self.mean) != len(self.std)):
-            raise DataError(f"data mean and std must both be lists of one number per channel, got {self.mean!r} and "
-                            f"{self.std!r}")
+        for mean, std in (("mean", "std"), ("target_mean", "target_std")):
+            for name in (mean, std):
+                value = getattr(self, name)
+                if value is not None and not (isinstance(value, tuple) and all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)):
+                    raise DataError(f"data {name} must be a list of finite numbers or null, got {value!r}")
+            a, b = getattr(self, mean), getattr(self, std)
+            if (a is None) != (b is None) or (a is not None and len(a) != len(b)):
+                raise DataError(f"data {mean} and {std} must both be lists of one number per channel, got {a!r} and "
+                                f"{b!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -246,8 +251,8 @@ class DataSpec:
         unknown, missing = sorted(set(d) - fields), [] if "source" in d else ["source"]
         if unknown or missing:
             raise DataError(f"data: {'unknown fields ' + str(unknown) if unknown else 'missing field source'}")
-        d = {name: tuple(value) if name in ("classes", "mean", "std") and isinstance(value, list) else value
-             for name, value in d.items()}
+        recorded = ("classes", "mean", "std", "target_mean", "target_std")
+        d = {name: tuple(value) if name in recorded and isinstance(value, list) else value for name, value in d.items()}
         return cls(**d)
 
     @property
@@ -294,7 +299,9 @@ def with_digest(spec: DataSpec, dataset: Dataset) -> DataSpec:
         raise DataError(f"{files}: the data changed since the run recorded it (sha256 {spec.digest[:12]}..., now "
                         f"{actual[:12]}...); restore the original data, or start a new run with --out")
     statistics = {name: None if value is None else tuple(map(float, value))
-                  for name, value in (("mean", dataset.normalization.mean), ("std", dataset.normalization.std))}
+                  for name, value in (("mean", dataset.normalization.mean), ("std", dataset.normalization.std),
+                                      ("target_mean", dataset.target_scale.mean),
+                                      ("target_std", dataset.target_scale.std))}
     return dataclasses.replace(spec, digest=actual, task=dataset.task, classes=tuple(dataset.classes) or None,
                                length=dataset.length, **statistics)
 

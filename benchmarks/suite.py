@@ -4,8 +4,9 @@ For each workload (model config, batch, length) and each variant (JAX jit float3
 torch eager float32 / bf16 autocast, ``torch.compile``; on a GPU also the pinned-float32 and
 TF32 paths) it measures
 
-- forward latency and the full train step (cross-entropy, backward, Adam update): median,
-  min and max over ``--repeats`` calls after warm-up, and samples/s;
+- forward latency and the full train step (cross-entropy for the classifiers, MSE against a
+  target series for the AE1d/UNet1d workloads, backward, Adam update): median, min and max over
+  ``--repeats`` calls after warm-up, and samples/s;
 - first-call compile time (JAX: trace + lower + compile; torch.compile: first call minus a
   steady call), and peak memory of the timed calls (host RSS high-water over the starting
   RSS on the CPU; allocator peak on a GPU; XLA's own buffer sizes for JAX);
@@ -49,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from flax_resnet1d.config import EncoderConfig, preset_config
+from flax_resnet1d.config import AEConfig, EncoderConfig, UNetConfig, config_from_dict, preset_config
 from flax_resnet1d.io import atomic
 from flax_resnet1d.model import from_config
 from flax_resnet1d.training import steps
@@ -62,11 +63,23 @@ LEARNING_RATE = 1e-3
 @dataclasses.dataclass(frozen=True)
 class Workload:
     name: str
-    config: EncoderConfig
+    config: object  # a family config: EncoderNet1d (classify), AE1d or UNet1d (a signal target)
     batch: int
     length: int
     forward: bool = True  # also time the forward pass (the big GPU training shapes time only the step)
     cpu_bf16: bool = False  # also run the bf16 variants (JAX bf16, torch bf16 autocast) on a CPU
+
+    @property
+    def task(self) -> str:
+        return "classify" if self.config.arch == "EncoderNet1d" else "signal"
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Random inputs (B, L, C) and targets: labels, or a target series (B, L, C') for a signal."""
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(self.batch, self.length, self.config.in_planes)).astype(np.float32)
+        if self.task == "classify":
+            return x, rng.integers(0, NUM_CLASSES, self.batch).astype(np.int32)
+        return x, rng.normal(size=(self.batch, self.length, self.config.out_planes)).astype(np.float32)
 
 
 SPEC_EXAMPLE = EncoderConfig(64, (2,) * 5, "bottleneck", 3, 3, NUM_CLASSES)  # EncoderNet1d(64, [2]*5, in_planes=3, out_length=32)
@@ -83,6 +96,16 @@ GPU_WORKLOADS = CPU_WORKLOADS + [
     Workload("spec B=256 L=1024", SPEC_EXAMPLE, 256, 1024, forward=False),
     Workload("spec B=1024 L=128", SPEC_EXAMPLE, 1024, 128, forward=False),
 ]
+# Signal-to-signal training (issue 35): an MDNC preset at B=16 L=1024, and the signal recipe's size
+# (16 channels, 3 levels, kernel 9) at GunPoint's length.
+SIGNAL_RECIPE = {"channel": 16, "layers": (2, 2, 2), "block": "bottleneck", "kernel_size": 9}
+SIGNAL_WORKLOADS = [
+    Workload("ae32 B=16 L=1024", preset_config("ae32", 1, 1), 16, 1024),
+    Workload("unet32 B=16 L=1024", preset_config("unet32", 1, 1), 16, 1024),
+    Workload("ae recipe B=16 L=150", AEConfig(**SIGNAL_RECIPE), 16, 150),
+    Workload("unet recipe B=16 L=150", UNetConfig(**SIGNAL_RECIPE), 16, 150),
+]
+CPU_WORKLOADS += SIGNAL_WORKLOADS
 SMOKE_WORKLOADS = [Workload("small B=4 L=32", SMALL, 4, 32, cpu_bf16=True), Workload("small B=1 L=32", SMALL, 1, 32)]
 
 
@@ -208,9 +231,7 @@ def _precision_context(precision: str | None):
 def measure_jax(workload: Workload, variant: Variant, device, warmup: int, repeats: int, baseline_kib) -> dict:
     config = workload.config
     model = from_config(config, dtype=jnp.bfloat16 if variant.dtype == "bfloat16" else None)
-    rng = np.random.default_rng(0)
-    x_host = rng.normal(size=(workload.batch, workload.length, config.in_planes)).astype(np.float32)
-    y_host = rng.integers(0, NUM_CLASSES, workload.batch).astype(np.int32)
+    x_host, y_host = workload.arrays()
     result = {}
     with jax.default_device(device), _precision_context(variant.precision):
         x, y = jax.device_put(x_host, device), jax.device_put(y_host, device)
@@ -228,7 +249,8 @@ def measure_jax(workload: Workload, variant: Variant, device, warmup: int, repea
                                         tx=steps.make_optimizer("adam", LEARNING_RATE))
         batch = {"x": x, "y": y, "mask": jnp.ones((workload.batch,), jnp.float32)}
         start = time.perf_counter()
-        step = steps.jit_train_step(steps.data_parallel_mesh([device])).lower(state, batch).compile()  # as `train` runs it
+        task = steps.Task(workload.task, "cross_entropy" if workload.task == "classify" else "mse")
+        step = steps.jit_train_step(steps.data_parallel_mesh([device]), task).lower(state, batch).compile()  # as `train`
         result["train"] = {"compile_s": time.perf_counter() - start, **xla_cost(step), "xla_memory": xla_memory(step)}
 
         def train_call():
@@ -269,10 +291,11 @@ def measure_torch(workload: Workload, variant: Variant, device: str, warmup: int
         torch._functorch.config.enable_autograd_cache = False
     torch.manual_seed(0)
     net = torch_ref.from_config(config).to(device)
-    rng = np.random.default_rng(0)
-    x = torch.as_tensor(rng.normal(size=(workload.batch, config.in_planes, workload.length)).astype(np.float32),
+    x_host, y_host = workload.arrays()
+    x = torch.as_tensor(np.ascontiguousarray(np.swapaxes(x_host, 1, 2)), device=device)  # MDNC's (B, C, L)
+    y = torch.as_tensor(y_host if workload.task == "classify" else np.ascontiguousarray(np.swapaxes(y_host, 1, 2)),
                         device=device)
-    y = torch.as_tensor(rng.integers(0, NUM_CLASSES, workload.batch), device=device)
+    loss_fn = torch.nn.functional.cross_entropy if workload.task == "classify" else torch.nn.functional.mse_loss
     model = torch.compile(net) if variant.compiled else net
     optimizer = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
 
@@ -290,7 +313,7 @@ def measure_torch(workload: Workload, variant: Variant, device: str, warmup: int
     def train_step():
         optimizer.zero_grad(set_to_none=True)
         with autocast():
-            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+            loss = loss_fn(model(x).float(), y)
         loss.backward()
         optimizer.step()
         return loss
@@ -463,7 +486,7 @@ def worker_main(task_json: str) -> None:
     """``--worker``: measure one (workload, variant) and print the result as one JSON line."""
     task = json.loads(task_json)
     spec = task["workload"]
-    workload = Workload(**{**spec, "config": EncoderConfig.from_dict(spec["config"])})
+    workload = Workload(**{**spec, "config": config_from_dict(spec["config"])})
     variant = Variant(**task["variant"])
     timing = (task["warmup"], task["repeats"])
     if variant.framework == "jax":

@@ -9,13 +9,12 @@ import time
 
 import numpy as np
 
-from ..config import EncoderConfig
 from ..errors import UsageError
 from ..io import atomic, readers, writers
 from ..training.data import LAYOUTS
 from .predict import add_model_arguments, load_predictor
 
-TORCH_CHECK_TOLERANCE = 1e-5  # max|torch - jax| / max|jax| of the float32 logits
+TORCH_CHECK_TOLERANCE = 1e-5  # max|torch - jax| / max|jax| of the float32 outputs
 SERVING_CHECK_TOLERANCE = 1e-5  # max|artifact - predict| / max|predict|, float32
 
 
@@ -23,10 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     x = subparsers.add_parser(
         "export", help="write a run's weights as an MDNC state dict, or a run or checkpoint as a serving artifact",
         description="DST's format follows its name. .pt/.pth or .safetensors: RUN's newest checkpoint as a state "
-                    "dict that MDNC and torch_ref load with strict=True, then (if torch is installed) checked: "
-                    "torch_ref must reproduce the JAX test accuracy exactly and the logits to "
-                    f"{TORCH_CHECK_TOLERANCE:g}; exit 1 if not. .jaxexport (jax.export, StableHLO for CPU and CUDA) "
-                    "or .onnx: the whole prediction function of a run or a checkpoint (weights, preprocessing, "
+                    "dict that MDNC and torch_ref load with strict=True (BatchNorm's running statistics included), "
+                    "then (if torch is installed) checked: torch_ref must reproduce the JAX test outputs to "
+                    f"{TORCH_CHECK_TOLERANCE:g} (and a classifier's accuracy exactly); exit 1 if not. .jaxexport "
+                    "(jax.export, StableHLO for CPU and CUDA) or .onnx: the whole prediction function of a run or a checkpoint (weights, preprocessing, "
                     "softmax) for float32 series (N, C, L) or (N, L, C) (--layout) with any N, checked against "
                     f"predict on random series to {SERVING_CHECK_TOLERANCE:g}; a consumer needs only jax (or "
                     "onnxruntime).")
@@ -100,23 +99,27 @@ def export_state_dict(run_dir: str, dst: str, overwrite: bool, no_check: bool) -
         dataset = loop.model_inputs(data.load(config.data), config.model)
         steps.check_memory(config, dataset.length, training=False)
     config, state, epoch = run_files.restore_run(run_dir)
-    state_dict = port.flax_to_torch(state.params, config.model)
-    writers.write_state_dict(dst, state_dict, overwrite=overwrite)
-    print(f"wrote {dst}: MDNC EncoderNet1d state dict ({len(state_dict)} tensors, "
-          f"{sum(a.size for a in state_dict.values()):,} parameters) from epoch {epoch} of {run_dir}")
+    state_dict = port.flax_to_torch(state.variables(), config.model)
+    writers.write_state_dict(dst, state_dict, overwrite=overwrite, config=config.model)
+    print(f"wrote {dst}: MDNC {config.model.arch} state dict ({len(state_dict)} tensors, "
+          f"{sum(a.size for a in state_dict.values()):,} values) from epoch {epoch} of {run_dir}")
     if not check:
         if not no_check:
             print("PyTorch check skipped: torch is not installed (pip install 'flax-resnet1d[torch]')")
         return 0
     float32 = steps.float32_state(config, state)
     jax_test = loop.evaluate_splits(config, float32, {"test": (dataset.x_test, dataset.y_test)})["test"]
-    torch_logits = torch_ref_logits(readers.load_state_dict(dst), config.model, dataset.x_test)
-    torch_accuracy = float(np.mean(np.argmax(torch_logits, axis=1) == dataset.y_test))
-    error = float(np.max(np.abs(torch_logits - jax_test.logits)) / np.max(np.abs(jax_test.logits)))
-    passed = torch_accuracy == jax_test.accuracy and error <= TORCH_CHECK_TOLERANCE
-    print(f"torch_ref on {dataset.name} test ({len(dataset.y_test)} series): accuracy {torch_accuracy:.4f} vs JAX "
-          f"{jax_test.accuracy:.4f}; logits max|torch-jax|/max|jax| = {error:.1e} (tolerance "
-          f"{TORCH_CHECK_TOLERANCE:g}): {'PASS' if passed else 'FAIL'}")
+    torch_outputs = torch_ref_outputs(readers.load_state_dict(dst, config=config.model), config.model,
+                                      dataset.x_test)
+    error = float(np.max(np.abs(torch_outputs - jax_test.outputs)) / np.max(np.abs(jax_test.outputs)))
+    passed = error <= TORCH_CHECK_TOLERANCE
+    agreement = ""
+    if config.task == "classify":
+        torch_accuracy = float(np.mean(np.argmax(torch_outputs, axis=1) == dataset.y_test))
+        passed = passed and torch_accuracy == jax_test.accuracy
+        agreement = f"accuracy {torch_accuracy:.4f} vs JAX {jax_test.accuracy:.4f}; "
+    print(f"torch_ref on {dataset.name} test ({len(dataset.y_test)} examples): {agreement}outputs "
+          f"max|torch-jax|/max|jax| = {error:.1e} (tolerance {TORCH_CHECK_TOLERANCE:g}): {'PASS' if passed else 'FAIL'}")
     return 0 if passed else 1
 
 
@@ -128,15 +131,17 @@ def _torch_installed() -> bool:
     return True
 
 
-def torch_ref_logits(state_dict: dict, model: EncoderConfig, x_nlc: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """float32 logits of the PyTorch reference loaded with strict=True, for (N, L, C) inputs."""
+def torch_ref_outputs(state_dict: dict, model, x_nlc: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """float32 outputs, channels-last as JAX's, of the PyTorch reference loaded with strict=True
+    (eval mode), for (N, L, C) inputs or a DecoderNet1d's vectors (N, F)."""
     import torch
 
     import torch_ref
+    from ..parity import to_flax_input, to_mdnc_output
 
     net = torch_ref.from_config(model).eval()
-    net.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in state_dict.items()}, strict=True)
-    x = torch.from_numpy(np.ascontiguousarray(np.swapaxes(x_nlc, 1, 2), np.float32))
+    net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}, strict=True)
+    x = torch.from_numpy(np.ascontiguousarray(to_flax_input(x_nlc), np.float32))  # the same swap both ways
     with torch.no_grad():
-        return torch.cat([net(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).numpy()
-
+        out = torch.cat([net(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).numpy()
+    return out if out.ndim == 2 else to_mdnc_output(out)

@@ -1,4 +1,5 @@
-"""``flax-resnet1d train``: train a classifier on a UCR/UEA set or the user's arrays."""
+"""``flax-resnet1d train``: train any network of the family, from scratch or from a checkpoint, on a
+UCR/UEA set or the user's arrays, for the task its data implies (classify, regress, signal)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,24 @@ import time
 
 import numpy as np
 
-from ..config import PRESETS
+from ..config import FAMILY_PRESETS
 from ..errors import UsageError
 from ..training import data, distributed, recipe, run_config
-from ..training.run_config import DATA_OPTIONS, MODEL_OPTIONS, TRAINING_OPTIONS, data_spec, train_config
+from ..training.run_config import (DATA_OPTIONS, MODEL_OPTIONS, TRAINING_OPTIONS, data_spec, given_arch,
+                                   train_config)
+from .options import add_config_argument, parse_config
+
+INIT_OPTIONS = ("init", "config")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     defaults = run_config.TrainConfig.__dataclass_fields__
     default = {**{name: defaults[name].default for name in TRAINING_OPTIONS}, **recipe.TRAINING}
     p = subparsers.add_parser(
-        "train", help="train a classifier on a UCR/UEA data set or your own arrays",
-        description="Train an EncoderNet1d classifier with jit-compiled JAX. Writes RUN_DIR/config.json, "
+        "train", help="train a network of the family (from scratch or a checkpoint) on a UCR/UEA set or your arrays",
+        description="Train any network of the family with jit-compiled JAX, for the task the data implies: "
+                    "classify (integer labels y (N,)), regress (float targets y (N,) or (N, K)) or signal (a "
+                    "target series y (N, C', L), or none: reconstruct x). Writes RUN_DIR/config.json, "
                     "metrics.jsonl (one line per epoch), learning_curve.png and Orbax checkpoints. "
                     "Same seed and data give identical metrics; --resume RUN_DIR continues a killed run "
                     "exactly. Options left out take their defaults (or, with --resume, the run's).",
@@ -31,8 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     d = p.add_argument_group("data")
     d.add_argument("--dataset", metavar="NAME|FILE.npz",
-                   help=f"an archive set ({', '.join(data.ARCHIVE_DATASETS)}; default GunPoint) or a .npz with "
-                        "x (N, C, L) and integer labels y (0..K-1)")
+                   help=f"an archive set (classification: {', '.join(data.CLASSIFICATION_DATASETS)}; default "
+                        f"GunPoint; regression: {', '.join(data.REGRESSION_DATASETS)}) or a .npz with x (N, C, L) "
+                        "(a DecoderNet1d's: vectors (N, F)) and y: integer labels (N,), float targets (N,) or "
+                        "(N, K), a target series (N, C', L), or none (an auto-encoder's: x itself)")
+    d.add_argument("--task", choices=data.TASKS, help="override the task the targets imply")
     d.add_argument("--test-data", metavar="FILE.npz", help="test arrays for a .npz --dataset")
     d.add_argument("--test-fraction", type=float,
                    help="without --test-data: fraction of a .npz data set held out for testing (default 0.2)")
@@ -44,12 +54,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     default_model = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                              for k, v in recipe.MODEL.items())
-    m = p.add_argument_group(f"model (default: {default_model})")
-    m.add_argument("--preset", choices=sorted(PRESETS), help="an MDNC preset (64 channels, 5 stages, kernel 3)")
+    signal_model = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                            for k, v in recipe.SIGNAL_MODEL.items())
+    m = p.add_argument_group(f"model (default: {default_model}; for signal targets --arch {recipe.ARCHS['signal']} "
+                                 f"{signal_model})")
+    m.add_argument("--arch", choices=run_config.TRAIN_ARCHS, help="the network; its channels and outputs come from "
+                                                                  "the data")
+    m.add_argument("--preset", choices=sorted(FAMILY_PRESETS), help="an MDNC preset (64 channels, kernel 3)")
     m.add_argument("--channel", type=int, help="channels of the first stage (doubled by each later stage)")
     m.add_argument("--layers", type=int, nargs="+", metavar="N", help="blocks per stage, at least 2 stages")
     m.add_argument("--block", choices=("plain", "bottleneck"))
     m.add_argument("--kernel-size", type=int, help="odd kernel; 1 disables down-sampling")
+    i = p.add_argument_group("start from a checkpoint")
+    i.add_argument("--init", metavar="CHECKPOINT",
+                   help="start from these weights: a .pt/.pth/.safetensors MDNC state dict (or training dict), a "
+                        "Flax .msgpack or Orbax directory, or another run's directory; the network is the "
+                        "checkpoint's (a classifier's or regressor's head of another size is re-initialized)")
+    add_config_argument(i)
+    i.add_argument("--freeze", choices=run_config.FREEZE, help="body: train only the head (fc) (default none)")
 
     t = p.add_argument_group("optimization")
     t.add_argument("--epochs", type=int, help=f"default {recipe.EPOCHS}, fewer if that makes more than "
@@ -69,7 +91,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                f"{default['shift']})")
     t.add_argument("--augment-fraction", type=float, help=f"augment only this first fraction of the epochs (default "
                                                           f"{default['augment_fraction']})")
-    t.add_argument("--label-smoothing", type=float, help=f"default {default['label_smoothing']}")
+    t.add_argument("--label-smoothing", type=float, help=f"classify (default {default['label_smoothing']})")
+    t.add_argument("--loss", choices=("mse", "l1"), help="regress and signal (default mse)")
+    t.add_argument("--noise", type=float, metavar="SIGMA",
+                   help="add Gaussian noise of this std (normalized units) to the inputs each step, the target "
+                        "clean: denoising (default 0)")
     t.add_argument("--seed", type=int, help=f"parameter init and data order (default {default['seed']})")
     t.add_argument("--dtype", choices=run_config.COMPUTE_DTYPES,
                    help=f"compute dtype; parameters stay float32 (default {default['dtype']})")
@@ -101,18 +127,23 @@ def run_train(args: argparse.Namespace) -> int:
     given = vars(args)
     if "resume" in given:
         run_dir = given["resume"]
-        extra = [f"--{k.replace('_', '-')}" for k in (*TRAINING_OPTIONS, *DATA_OPTIONS, *MODEL_OPTIONS, "overwrite")
-                 if k in given]
+        extra = [f"--{k.replace('_', '-')}" for k in (*TRAINING_OPTIONS, *DATA_OPTIONS, *MODEL_OPTIONS, *INIT_OPTIONS,
+                                                      "overwrite") if k in given]
         if extra:
             raise UsageError(f"--resume continues {run_dir} with its own config.json; drop {' '.join(extra)}")
         config = run_files.load_config(run_dir)
         dataset = data.load(config.data)
     else:
         run_dir = given["out"]
-        spec = data_spec(given)
+        init, init_sha256 = _read_init(given)
+        spec = data_spec(given, init.arch if init is not None else given_arch(given))
         dataset = data.load(spec)
-        config = train_config(given, spec, dataset)
-        if "augment" not in given and config.augment != recipe.TRAINING["augment"]:  # the recipe's shift check
+        config = train_config(given, spec, dataset, init, init_sha256)
+        if init is not None and init.arch == "EncoderNet1d" and init.out_length != config.model.out_length:
+            print(f"--init: its head (fc) outputs {init.out_length}, the data needs {config.model.out_length}: "
+                  "fc re-initialized")
+        if (config.task == "classify" and "augment" not in given
+                and config.augment != recipe.TRAINING["augment"]):  # the recipe's shift check
             a, b = (dataset.classes[i] for i in recipe.class_changed_by_shift(dataset.x_train, dataset.y_train))
             print(f"recipe: no random shifts, since class {a}'s mean series moved one step is nearer class {b}'s "
                   "than its own (timing tells the classes apart); --augment shift forces them")
@@ -123,12 +154,25 @@ def run_train(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     if result.resumed_from is not None:
         print(f"resumed {run_dir} after epoch {result.resumed_from}")
-    if result.history:
+    trained = [h for h in result.history if h["epoch"] > (result.resumed_from or 0)]
+    if trained:
         last = result.history[-1]
-        trained = sum(1 for h in result.history if h["epoch"] > (result.resumed_from or 0))
-        print(f"{dataset.name}: epoch {last['epoch']}: test accuracy {last['test_accuracy']:.4f} "
-              f"(loss {last['test_loss']:.4f}), train accuracy {last['train_accuracy']:.4f}; "
-              f"{trained} epochs in {seconds:.1f} s (compile {result.compile_seconds:.1f} s, "
-              f"{np.median([h['step_time_ms'] for h in result.history]):.1f} ms/step); run in {run_dir}")
+        metric = run_config.METRICS[config.task][0]
+        print(f"{dataset.name}: epoch {last['epoch']}: test {metric} {last[f'test_{metric}']:.4f} "
+              f"(loss {last['test_loss']:.4g}), train {metric} {last[f'train_{metric}']:.4f}; "
+              f"{len(trained)} epochs in {seconds:.1f} s (compile {result.compile_seconds:.1f} s, "
+              f"{np.median([h['step_time_ms'] for h in trained]):.1f} ms/step); run in {run_dir}")
     return 0
 
+
+def _read_init(given: dict):
+    """(family config, sha256) of --init's checkpoint (None, None without one)."""
+    from ..training import run_files
+
+    if "init" not in given:
+        if "config" in given:
+            raise UsageError("--config describes the network of --init's checkpoint; it needs --init")
+        return None, None
+    _, config, sha256 = run_files.read_init(given["init"], parse_config(given["config"]) if "config" in given
+                                            else None)
+    return config, sha256

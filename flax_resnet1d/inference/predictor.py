@@ -50,6 +50,8 @@ class Member:
     classes: tuple[str, ...] | None = None  # a classifier's class names (None: the class indices)
     pad: bool = False  # zero-pad short series at the end to the network's minimum length (as a run trained)
     layout: str | None = None  # the axes of the series a run trained on, as its user gave them
+    task: str | None = None  # a run's (TASKS); None: the network's (``task_of``)
+    units: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # a run's target (mean, std): outputs -> units
 
     @property
     def is_classifier(self) -> bool:
@@ -100,12 +102,21 @@ def _load_run(path: str) -> Member:
     train_config, state, _ = run_files.restore_run(path)
     spec = train_config.data
     normalization, length = spec.normalization, spec.length
+    units = None if spec.target_mean is None else (spec.target_mean, spec.target_std)
     if normalization is None:  # a run from before statistics were recorded: its data gives them
         dataset = data.load(spec)
         normalization, length = dataset.normalization, dataset.length
     classes = spec.classes  # None in older runs: labels are then the class indices
-    return Member(path, train_config.model, {"params": jax.device_get(state.params)}, normalization, length, classes,
-                  pad=True, layout=spec.layout)
+    return Member(path, train_config.model, jax.device_get(state.variables()), normalization, length, classes,
+                  pad=True, layout=spec.layout, task=RUN_TASKS[train_config.task], units=units)
+
+
+RUN_TASKS = {"classify": "classification", "regress": "regression", "signal": "signal"}  # training's -> ours
+
+
+def member_task(member: Member) -> str:
+    """What ``member`` predicts: its run's task, else its network's (``task_of``)."""
+    return member.task or task_of(member.config)
 
 
 def check_members(members: Sequence[Member], task: str) -> None:
@@ -113,10 +124,10 @@ def check_members(members: Sequence[Member], task: str) -> None:
     first = members[0]
     for member in members[1:]:
         problem = None
-        if member.is_classifier != first.is_classifier or (not first.is_classifier and
-                                                           member.config.arch != first.config.arch):
-            problem = (f"is a {member.config.arch} ({task_of(member.config)}) but {first.source} a "
-                       f"{first.config.arch} ({task_of(first.config)})")
+        if member_task(member) != member_task(first) or member.is_classifier != first.is_classifier or (
+                not first.is_classifier and member.config.arch != first.config.arch):
+            problem = (f"is a {member.config.arch} ({member_task(member)}) but {first.source} a "
+                       f"{first.config.arch} ({member_task(first)})")
         elif first.is_classifier and member.config.out_length != first.config.out_length:
             problem = f"has {member.config.out_length} outputs but {first.source} {first.config.out_length}"
         elif first.is_classifier and None not in (member.classes, first.classes) and member.classes != first.classes:
@@ -165,11 +176,11 @@ def padded_length(member: Member, length: int) -> int:
 
 def model_input(member: Member, x):
     """What the network takes: ``(B, L, C)`` inputs normalized and (a run's) zero-padded at the
-    end to its minimum length; a vector input as it is."""
+    end to its minimum length; a vector input ``(B, F)`` normalized as one series."""
     import jax.numpy as jnp
 
-    if member.is_vector_input:
-        return x
+    if member.is_vector_input:  # normalized as a run trained on it: a series of F steps, one channel
+        return normalized(x[:, :, None], member.normalization)[..., 0]
     x = normalized(x, member.normalization)
     pad = padded_length(member, x.shape[1]) - x.shape[1]
     return jnp.pad(x, ((0, 0), (0, pad), (0, 0))) if pad > 0 else x
@@ -182,7 +193,10 @@ def member_output(member: Member, variables: dict, x, task: str):
     from ..model import from_config
 
     y = from_config(member.config).apply(variables, model_input(member, x))
-    return jax.nn.softmax(y, axis=-1) if task == "classification" else y
+    if task == "classification":
+        return jax.nn.softmax(y, axis=-1)
+    return y if member.units is None else y * jax.numpy.asarray(member.units[1], y.dtype) + jax.numpy.asarray(
+        member.units[0], y.dtype)  # the run's standardized targets back in their units
 
 
 def ensemble_output(members: Sequence[Member], task: str, variables: Sequence[dict], x):
@@ -206,7 +220,7 @@ class Predictor:
         if layout not in LAYOUTS:
             raise DataError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
         members = tuple(members)
-        default = task_of(members[0].config)
+        default = member_task(members[0])
         if task is None:
             task = default
         if task not in TASKS:

@@ -114,21 +114,31 @@ def _member_forward(member: Member, net, x, task: str):
     """One member in torch on MDNC-layout ``x``: ``predictor.model_input``'s steps, then the network."""
     import torch
 
-    if not member.is_vector_input:
-        how = member.normalization.how
-        if how == "series":
-            centered = x - x.mean(dim=2, keepdim=True)
-            std = centered.square().mean(dim=2, keepdim=True).sqrt()
-            x = centered / torch.where(std > 0, std, torch.ones_like(std))
-        elif how == "channel":
-            mean = torch.tensor(np.asarray(member.normalization.mean, np.float32))[:, None]
-            std = torch.tensor(np.asarray(member.normalization.std, np.float32))[:, None]
-            x = (x - mean) / std
+    vector = member.is_vector_input
+    if vector:  # (N, F): normalized as one series of F steps, then the vector again
+        x = x[:, None, :]
+    how = member.normalization.how
+    if how == "series":
+        centered = x - x.mean(dim=2, keepdim=True)
+        std = centered.square().mean(dim=2, keepdim=True).sqrt()
+        x = centered / torch.where(std > 0, std, torch.ones_like(std))
+    elif how == "channel":
+        mean = torch.tensor(np.asarray(member.normalization.mean, np.float32))[:, None]
+        std = torch.tensor(np.asarray(member.normalization.std, np.float32))[:, None]
+        x = (x - mean) / std
+    if vector:
+        x = x[:, 0, :]
+    else:
         pad = padded_length(member, x.shape[2]) - x.shape[2]
         if pad > 0:
             x = torch.nn.functional.pad(x, (0, pad))
     y = net(x)
-    return torch.softmax(y, dim=-1) if task == "classification" else y
+    if task == "classification":
+        return torch.softmax(y, dim=-1)
+    if member.units is None:
+        return y
+    mean, std = (torch.tensor(np.asarray(v, np.float32)) for v in member.units)
+    return y * std + mean if y.dim() == 2 else y * std[:, None] + mean[:, None]  # MDNC's (N, C, L) signals
 
 
 def export_onnx(predictor: Predictor, length: int | None = None) -> bytes:

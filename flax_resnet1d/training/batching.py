@@ -46,18 +46,30 @@ def augmentation(config: TrainConfig, epoch: int) -> Augmentation | None:
     ``shift``: each series moves by a random whole number of steps, at most ``shift`` of its
     length either way, the vacated steps repeating the series' first or last value (zeros would
     put a level step into it). Its length, frequencies and amplitudes stay as they are, so the
-    step compiles once and evaluation sees what training saw.
+    step compiles once and evaluation sees what training saw. A signal target moves with its
+    input. Only the first ``augment_fraction`` of the epochs are shifted; the rest, at the low end
+    of the schedule, fit the series as they are.
 
-    Only the first ``augment_fraction`` of the epochs are augmented; the rest, at the low end of
-    the schedule, fit the series as they are.
+    ``noise``: Gaussian noise of standard deviation ``noise`` (in the normalized inputs' units) is
+    added to every input, in every epoch, after the shift; the target stays clean (denoising).
     """
-    if config.augment == "none" or epoch > augmented_epochs(config):
+    shifts = config.augment != "none" and epoch <= augmented_epochs(config)
+    if not shifts and not config.noise:
         return None
-    rng = np.random.default_rng([config.seed, epoch, 1])
+    shift_rng, noise_rng = (np.random.default_rng([config.seed, epoch, stream]) for stream in (1, 2))
 
     def augment(batch: dict, rows: slice) -> dict:
-        reach = int(config.shift * batch["x"].shape[1])
-        return {**batch, "x": data.shifted(batch["x"], rng.integers(-reach, reach + 1, config.batch_size)[rows])}
+        x, out = batch["x"], dict(batch)
+        if shifts:
+            reach = int(config.shift * x.shape[1])
+            moves = shift_rng.integers(-reach, reach + 1, config.batch_size)[rows]
+            out["x"] = data.shifted(x, moves)
+            if config.task == "signal":
+                out["y"] = data.shifted(batch["y"], moves)
+        if config.noise:
+            noise = noise_rng.standard_normal((config.batch_size, *x.shape[1:]), dtype=np.float32)[rows]
+            out["x"] = out["x"] + np.float32(config.noise) * noise
+        return out
 
     return augment
 

@@ -1,7 +1,16 @@
-"""Classification data sets: UCR/UEA archive sets shipped inside ``aeon``, and the user's arrays.
+"""Data sets: UCR/UEA archive sets shipped inside ``aeon``, and the user's arrays, for the three
+tasks (``TASKS``) their targets imply:
+
+- ``classify``: integer labels ``y (N,)`` in ``0..K-1``;
+- ``regress``: float targets ``y (N,)`` or ``(N, K)``, kept as ``(N, K)``;
+- ``signal``: a target series ``y (N, C', L')`` in ``x``'s layout, kept channels-last
+  ``(N, L', C')``; no ``y`` at all: the (normalized) input itself, an auto-encoder's target.
 
 Every loader returns a ``Dataset`` with inputs channels-last ``(N, L, C)`` float32 (what the
-Flax model takes) and integer labels ``0..K-1``.
+Flax model takes; a ``DecoderNet1d``'s vector inputs ``(N, F)``) and the targets of its task.
+Regression and signal targets are standardized for the loss with the training targets' mean
+and standard deviation per output (``TargetScale``; a target column or channel), unless
+``--normalize none``; the metrics undo it, so they are in the targets' own units.
 
 Normalization (``NORMALIZATIONS``; statistics are population ones, ddof=0):
 - ``series``, the UCR convention: each channel of each series gets mean 0 and standard
@@ -36,9 +45,13 @@ from .. import memory
 from ..errors import DataError, input_file
 
 # UCR/UEA classification sets whose TRAIN/TEST files ship inside the aeon package.
-ARCHIVE_DATASETS = ("GunPoint", "ArrowHead", "ItalyPowerDemand", "OSULeaf", "ACSF1", "PickupGestureWiimoteZ",
-                    "BasicMotions", "JapaneseVowels")
-MULTIVARIATE_DATASETS = ("BasicMotions", "JapaneseVowels")
+CLASSIFICATION_DATASETS = ("GunPoint", "ArrowHead", "ItalyPowerDemand", "OSULeaf", "ACSF1", "PickupGestureWiimoteZ",
+                           "BasicMotions", "JapaneseVowels")
+# Monash/UEA regression sets (``@targetlabel true``) whose TRAIN/TEST files ship inside aeon too.
+REGRESSION_DATASETS = ("Covid3Month", "CardanoSentiment")
+ARCHIVE_DATASETS = CLASSIFICATION_DATASETS + REGRESSION_DATASETS
+MULTIVARIATE_DATASETS = ("BasicMotions", "JapaneseVowels", "CardanoSentiment")
+TASKS = ("classify", "regress", "signal")
 LAYOUTS = ("NCL", "NLC")  # of a user's x array; NCL is MDNC's (N, C, L)
 NORMALIZATIONS = ("series", "channel", "none")
 
@@ -73,20 +86,60 @@ class Normalization:
 
 
 @dataclasses.dataclass(frozen=True)
+class TargetScale:
+    """How regression and signal targets are standardized for the loss: ``(y - mean) / std`` per
+    output (the last axis: a target column or a signal channel), with the training targets'
+    statistics (ddof=0; a constant output keeps std 1); the identity when ``mean`` is None."""
+
+    mean: np.ndarray | None = None  # (K,) float64
+    std: np.ndarray | None = None
+
+    @classmethod
+    def fit(cls, y_train: np.ndarray, standardize: bool) -> TargetScale:
+        if not standardize:
+            return cls()
+        flat = np.asarray(y_train, np.float64).reshape(-1, y_train.shape[-1])
+        std = flat.std(axis=0)
+        return cls(flat.mean(axis=0), np.where(std > 0, std, 1.0))
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        """Targets in units -> standardized (float64)."""
+        y = np.asarray(y, np.float64)
+        return y if self.mean is None else (y - self.mean) / self.std
+
+    def units(self, z: np.ndarray) -> np.ndarray:
+        """Standardized outputs -> the targets' units (float64)."""
+        z = np.asarray(z, np.float64)
+        return z if self.mean is None else z * self.std + self.mean
+
+
+@dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A classification data set with the archive's (or the user's) train/test split."""
+    """A data set with the archive's (or the user's) train/test split; ``y`` as its task's loss
+    takes it (standardized with ``target_scale`` for regress and signal)."""
 
     name: str
-    x_train: np.ndarray  # (N, L, C) float32
-    y_train: np.ndarray  # (N,) int32 in 0..num_classes-1
+    x_train: np.ndarray  # (N, L, C) float32, or (N, F) vectors for a DecoderNet1d
+    y_train: np.ndarray  # classify: (N,) int32 in 0..num_classes-1; regress: (N, K); signal: (N, L', C') float32
     x_test: np.ndarray
     y_test: np.ndarray
-    classes: tuple[str, ...]  # original label of class index i
+    classes: tuple[str, ...] = ()  # classify: original label of class index i
     normalization: Normalization = Normalization()
+    task: str = "classify"
+    target_scale: TargetScale = TargetScale()
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def outputs(self) -> int:
+        """What the network's last layer emits per step: classes, target columns or channels."""
+        return self.num_classes if self.task == "classify" else self.y_train.shape[-1]
+
+    @property
+    def is_vector(self) -> bool:
+        return self.x_train.ndim == 2
 
     @property
     def length(self) -> int:
@@ -94,10 +147,13 @@ class Dataset:
 
     @property
     def in_planes(self) -> int:
-        return self.x_train.shape[2]
+        return self.x_train.shape[1] if self.is_vector else self.x_train.shape[2]
 
     def pad_to(self, length: int) -> Dataset:
-        """Zero-pad every series at the end to at least ``length`` steps."""
+        """Zero-pad every series at the end to at least ``length`` steps (a classifier's or
+        regressor's inputs only: a signal target must keep the input's length)."""
+        if self.task == "signal" or self.is_vector:
+            return self
         return dataclasses.replace(self, x_train=pad_end(self.x_train, length), x_test=pad_end(self.x_test, length))
 
 
@@ -129,12 +185,17 @@ class DataSpec:
     test_fraction: float = 0.2
     normalize: str = "series"
     digest: str | None = None  # sha256 of the loaded arrays, recorded by the run (see ``with_digest``)
+    task: str | None = None  # None: the task the targets imply (``infer_task``), recorded by ``with_digest``
+    vector: bool = False  # x holds vectors (N, F), a DecoderNet1d's inputs
     # Recorded with the digest, so a run predicts without its data: the class names, the series
     # length the network trained on, and the ``channel`` statistics (absent in older runs).
     classes: tuple[str, ...] | None = None
     length: int | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    # a regressor's or signal network's target standardization (its outputs -> the targets' units)
+    target_mean: tuple[float, ...] | None = None
+    target_std: tuple[float, ...] | None = None
 
     def __post_init__(self):
         for name, optional in (("source", False), ("test", True), ("digest", True)):
@@ -152,6 +213,10 @@ class DataSpec:
             raise DataError(f"test fraction must be between 0 and 1, got {fraction}")
         if self.digest is not None and not (len(self.digest) == 64 and all(c in "0123456789abcdef" for c in self.digest)):
             raise DataError(f"data digest must be 64 hexadecimal digits (a sha256), got {self.digest!r}")
+        if self.task is not None and self.task not in TASKS:
+            raise DataError(f"unknown data task {self.task!r}; expected one of {', '.join(TASKS)}")
+        if not isinstance(self.vector, bool):
+            raise DataError(f"data vector must be true or false, got {type(self.vector).__name__} {self.vector!r}")
         self._check_recorded()
 
     def _check_recorded(self) -> None:
@@ -162,14 +227,16 @@ class DataSpec:
         if self.length is not None and (isinstance(self.length, bool) or not isinstance(self.length, int)
                                         or self.length < 1):
             raise DataError(f"data length must be a positive integer or null, got {self.length!r}")
-        for name in ("mean", "std"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, tuple) and all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)):
-                raise DataError(f"data {name} must be a list of finite numbers or null, got {value!r}")
-        if (self.mean is None) != (self.std is None) or (self.mean is not None and len(self.mean) != len(self.std)):
-            raise DataError(f"data mean and std must both be lists of one number per channel, got {self.mean!r} and "
-                            f"{self.std!r}")
+        for mean, std in (("mean", "std"), ("target_mean", "target_std")):
+            for name in (mean, std):
+                value = getattr(self, name)
+                if value is not None and not (isinstance(value, tuple) and all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)):
+                    raise DataError(f"data {name} must be a list of finite numbers or null, got {value!r}")
+            a, b = getattr(self, mean), getattr(self, std)
+            if (a is None) != (b is None) or (a is not None and len(a) != len(b)):
+                raise DataError(f"data {mean} and {std} must both be lists of one number per channel, got {a!r} and "
+                                f"{b!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -184,8 +251,8 @@ class DataSpec:
         unknown, missing = sorted(set(d) - fields), [] if "source" in d else ["source"]
         if unknown or missing:
             raise DataError(f"data: {'unknown fields ' + str(unknown) if unknown else 'missing field source'}")
-        d = {name: tuple(value) if name in ("classes", "mean", "std") and isinstance(value, list) else value
-             for name, value in d.items()}
+        recorded = ("classes", "mean", "std", "target_mean", "target_std")
+        d = {name: tuple(value) if name in recorded and isinstance(value, list) else value for name, value in d.items()}
         return cls(**d)
 
     @property
@@ -206,9 +273,10 @@ def input_files(spec: DataSpec) -> tuple[str, ...]:
 def load(spec: DataSpec) -> Dataset:
     """The data set ``spec`` names; with a recorded digest, refused if the data changed since."""
     if spec.source.endswith(".npz"):
-        dataset = load_npz(spec.source, spec.layout, spec.test, spec.test_fraction, spec.normalize)
+        dataset = load_npz(spec.source, spec.layout, spec.test, spec.test_fraction, spec.normalize, spec.task,
+                           spec.vector)
     else:
-        dataset = load_archive(spec.source, spec.normalize)
+        dataset = load_archive(spec.source, spec.normalize, spec.task)
     with_digest(spec, dataset)
     return dataset
 
@@ -223,16 +291,19 @@ def digest(dataset: Dataset) -> str:
 
 
 def with_digest(spec: DataSpec, dataset: Dataset) -> DataSpec:
-    """``spec`` with the digest of ``dataset`` recorded, and what prediction needs of it (classes,
-    length, statistics); DataError if it recorded another digest."""
+    """``spec`` with the digest and task of ``dataset`` recorded, and what prediction needs of it
+    (classes, length, statistics); DataError if it recorded another digest."""
     actual = digest(dataset)
     if spec.digest is not None and spec.digest != actual:
         files = " and ".join(input_files(spec)) or f"the archive set {spec.source}"
         raise DataError(f"{files}: the data changed since the run recorded it (sha256 {spec.digest[:12]}..., now "
                         f"{actual[:12]}...); restore the original data, or start a new run with --out")
     statistics = {name: None if value is None else tuple(map(float, value))
-                  for name, value in (("mean", dataset.normalization.mean), ("std", dataset.normalization.std))}
-    return dataclasses.replace(spec, digest=actual, classes=tuple(dataset.classes), length=dataset.length, **statistics)
+                  for name, value in (("mean", dataset.normalization.mean), ("std", dataset.normalization.std),
+                                      ("target_mean", dataset.target_scale.mean),
+                                      ("target_std", dataset.target_scale.std))}
+    return dataclasses.replace(spec, digest=actual, task=dataset.task, classes=tuple(dataset.classes) or None,
+                               length=dataset.length, **statistics)
 
 
 def default_normalization(source: str) -> str:
@@ -251,9 +322,10 @@ def archive_name(name: str) -> str:
     return by_fold[name.casefold()]
 
 
-def load_archive(name: str, normalize: str | None = None) -> Dataset:
-    """Load an archive set with its own train/test split, normalized (default: per the data set),
-    labels in the order of the file's ``@classLabel`` header."""
+def load_archive(name: str, normalize: str | None = None, task: str | None = None) -> Dataset:
+    """Load an archive set with its own train/test split, normalized (default: per the data set):
+    a classification set's labels in the order of the file's ``@classLabel`` header, a regression
+    set's (``@targetlabel``) float targets standardized as the module doc says."""
     name = archive_name(name)
     try:
         import aeon.datasets
@@ -262,37 +334,56 @@ def load_archive(name: str, normalize: str | None = None) -> Dataset:
                         "pip install 'flax-resnet1d[data]' (or pip install aeon)") from None
     folder = os.path.join(os.path.dirname(aeon.datasets.__file__), "data", name)
     splits = {split: read_ts(name, os.path.join(folder, f"{name}_{split}.ts")) for split in ("TRAIN", "TEST")}
+    own_task = "regress" if name in REGRESSION_DATASETS else "classify"
+    if task not in (None, own_task):
+        raise DataError(f"{name} is a {'regression' if own_task == 'regress' else 'classification'} set: its "
+                        f"targets make the task {own_task}, not {task}")
+    length = max(len(s) for series, _, _ in splits.values() for s in series)
+    how = normalize or default_normalization(name)
+    normalization = Normalization.fit(how, splits["TRAIN"][0])
+    x_train, x_test = (np.stack([resampled(normalization(s), length) for s in series]).astype(np.float32)
+                       for series, _, _ in splits.values())
+    if own_task == "regress":
+        y_train, y_test = (float_targets(f"{name} {split}", y).reshape(-1, 1) for split, (_, y, _) in splits.items())
+        scale = TargetScale.fit(y_train, how != "none")
+        return Dataset(name, x_train, float32_targets(name, scale, y_train), x_test,
+                       float32_targets(name, scale, y_test), normalization=normalization, task="regress",
+                       target_scale=scale)
     classes = splits["TRAIN"][2]
     if splits["TEST"][2] != classes:
         raise DataError(f"{name}: TRAIN and TEST files declare different classes {classes} vs {splits['TEST'][2]}")
     index = {c: i for i, c in enumerate(classes)}
-    length = max(len(s) for series, _, _ in splits.values() for s in series)
-    normalization = Normalization.fit(normalize or default_normalization(name), splits["TRAIN"][0])
-    arrays = []
+    labels = []
     for series, y, _ in splits.values():
         unknown = sorted(set(y) - set(index))
         if unknown:
             raise DataError(f"{name}: labels {unknown} are not among the declared classes {classes}")
-        arrays += [np.stack([resampled(normalization(s), length) for s in series]).astype(np.float32),
-                   np.array([index[label] for label in y], np.int32)]
+        labels.append(np.array([index[label] for label in y], np.int32))
     absent = sorted(set(classes) - set(splits["TRAIN"][1]))
     if absent:
         raise DataError(f"{name}: classes {absent} are absent from the training split; the network could not learn them")
-    return Dataset(name, *arrays, classes=classes, normalization=normalization)
+    return Dataset(name, x_train, labels[0], x_test, labels[1], classes=classes, normalization=normalization)
 
 
 def read_ts(name: str, path: str) -> tuple[list[np.ndarray], np.ndarray, tuple[str, ...]]:
-    """One split of archive set ``name``: its series, each (L_i, C) float64, their labels and the
-    classes the file declares."""
+    """One split of a ``.ts`` set ``name``: its series, each (L_i, C) float64, their labels (str)
+    and the classes the file declares, or for a file with ``@targetlabel true`` its float targets
+    and no classes."""
     import aeon.datasets
 
     if not os.path.isfile(path):
         raise DataError(f"{name}: {path} is missing from the installed aeon package")
-    x, y, meta = aeon.datasets.load_from_ts_file(path, return_meta_data=True)
+    try:
+        x, y, meta = aeon.datasets.load_from_ts_file(path, return_meta_data=True)
+    except (OSError, ValueError, IOError) as e:  # aeon's words for a malformed file
+        raise DataError(f"{path}: not a readable .ts file ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                        ) from None
     series = [np.asarray(s, np.float64).T for s in x]  # (L_i, C)
     for i, s in enumerate(series):
         if not np.all(np.isfinite(s)):
             raise DataError(f"{path}: series {i} contains NaN or Inf (missing values are not supported)")
+    if meta.get("targetlabel"):
+        return series, np.asarray(y, np.float64), ()
     return series, np.asarray(y).astype(str), tuple(str(c) for c in meta["class_values"])
 
 
@@ -324,35 +415,131 @@ def magnitude_exponent(x: np.ndarray, axis: int, keepdims: bool = False) -> np.n
 # -- user arrays ------------------------------------------------------------------------------
 
 def load_npz(path: str, layout: str = "NCL", test_path: str | None = None, test_fraction: float = 0.2,
-             normalize: str = "series") -> Dataset:
-    """Load ``x`` and integer ``y`` from ``path`` (and ``test_path``), validated and normalized.
+             normalize: str = "series", task: str | None = None, vector: bool = False) -> Dataset:
+    """Load ``x`` and ``y`` from ``path`` (and ``test_path``), validated and normalized, for
+    ``task`` (None: the one ``y`` implies, ``infer_task``).
 
     ``x`` is ``(N, C, L)`` for ``layout='NCL'`` (MDNC's layout, the default), ``(N, L, C)`` for
     ``'NLC'``, or ``(N, L)`` for one channel; the two 3-D layouts cannot be told apart from
-    the shape, hence the explicit layout. Labels must be integers ``0..K-1`` with K the number
-    of classes seen in training; test labels must lie in the same range.
+    the shape, hence the explicit layout. With ``vector``, ``x`` is ``(N, F)``: a DecoderNet1d's
+    inputs, normalized as ``(N, F, 1)`` series (``series``: each vector over its F entries).
+    Labels must be integers ``0..K-1`` with K the number of classes seen in training; test
+    labels must lie in the same range. A signal target ``y`` has ``x``'s layout (2-D: one channel).
     """
-    x_train, y_train = read_arrays(path, layout, "training")
+    x_train, y_train = read_arrays(path, layout, "training", vector)
+    task = task or infer_task(y_train, vector)
+    check_task_targets(path, y_train, task)
+    labels = _integer_labels if task == "classify" else (lambda _path, y, _split: y)
+    y_train = labels(path, y_train, "training")
     if test_path is not None:
-        x_test, y_test = read_arrays(test_path, layout, "test")
+        x_test, y_test = read_arrays(test_path, layout, "test", vector)
+        check_task_targets(test_path, y_test, task)
+        y_test = labels(test_path, y_test, "test")
+        if (y_test is None) != (y_train is None):
+            raise DataError(f"{test_path}: {'has no' if y_test is None else 'has a'} y but {path} "
+                            f"{'has one' if y_test is None else 'does not'}")
     else:
         if not 0 < test_fraction < 1:
             raise DataError(f"test fraction must be between 0 and 1, got {test_fraction}")
-        order = np.random.default_rng(0).permutation(len(y_train))
-        n_test = int(round(test_fraction * len(y_train)))
-        if not 0 < n_test < len(y_train):
-            raise DataError(f"{path}: {len(y_train)} examples are too few to hold out a test fraction of "
+        order = np.random.default_rng(0).permutation(len(x_train))
+        n_test = int(round(test_fraction * len(x_train)))
+        if not 0 < n_test < len(x_train):
+            raise DataError(f"{path}: {len(x_train)} examples are too few to hold out a test fraction of "
                             f"{test_fraction}; pass a separate test file")
-        x_train, y_train, x_test, y_test = (x_train[order[n_test:]], y_train[order[n_test:]],
-                                            x_train[order[:n_test]], y_train[order[:n_test]])
+        train, test = order[n_test:], order[:n_test]
+        x_train, x_test = x_train[train], x_train[test]
+        y_train, y_test = (None, None) if y_train is None else (y_train[train], y_train[test])
     if x_test.shape[1:] != x_train.shape[1:]:
-        raise DataError(f"test inputs have shape (N, L, C) = {x_test.shape} but training inputs {x_train.shape}")
-    num_classes = check_classes(path, y_train)
-    check_labels(y_test, num_classes, f"{test_path or path}: test label")
-    normalization = Normalization.fit(normalize, x_train)
-    return Dataset(os.path.basename(path), float32_inputs(path, normalization, x_train), y_train,
-                   float32_inputs(test_path or path, normalization, x_test), y_test,
-                   classes=tuple(str(i) for i in range(num_classes)), normalization=normalization)
+        raise DataError(f"test inputs have shape {x_test.shape} but training inputs {x_train.shape}")
+    as_series = (lambda x: x[:, :, None]) if vector else (lambda x: x)
+    normalization = Normalization.fit(normalize, as_series(x_train))
+    x_train, x_test = (float32_inputs(where, normalization, as_series(x))[..., 0] if vector
+                       else float32_inputs(where, normalization, x)
+                       for where, x in ((path, x_train), (test_path or path, x_test)))
+    name = os.path.basename(path)
+    if task == "classify":
+        num_classes = check_classes(path, y_train)
+        check_labels(y_test, num_classes, f"{test_path or path}: test label")
+        return Dataset(name, x_train, y_train, x_test, y_test, classes=tuple(str(i) for i in range(num_classes)),
+                       normalization=normalization)
+    if y_train is None:  # an auto-encoder: the network's own (normalized) input is the target
+        if vector:
+            raise DataError(f"{path}: a DecoderNet1d's vector inputs need a target series y (N, C', L)")
+        return Dataset(name, x_train, x_train, x_test, x_test, normalization=normalization, task=task)
+    y_train, y_test = (float_targets(where, y, task, layout) for where, y in ((path, y_train),
+                                                                              (test_path or path, y_test)))
+    if y_test.shape[1:] != y_train.shape[1:]:
+        raise DataError(f"test targets have shape {y_test.shape} but training targets {y_train.shape}")
+    scale = TargetScale.fit(y_train, normalize != "none")
+    return Dataset(name, x_train, float32_targets(path, scale, y_train), x_test,
+                   float32_targets(test_path or path, scale, y_test), normalization=normalization, task=task,
+                   target_scale=scale)
+
+
+def infer_task(y: np.ndarray | None, vector: bool = False) -> str:
+    """The task ``y`` implies: none, a series ``(N, C', L)`` or a DecoderNet1d's target: signal;
+    ``(N, K)`` floats: regress; ``(N,)`` integers (or whole-number floats): classify; other
+    ``(N,)`` floats: regress."""
+    if y is None or y.ndim == 3 or vector:
+        return "signal"
+    if y.ndim == 2:
+        return "regress"
+    whole = np.issubdtype(y.dtype, np.integer) or (
+        np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)))
+    return "classify" if whole else "regress"
+
+
+TARGET_SHAPES = {"classify": "(N,) integer labels", "regress": "(N,) or (N, K) floats",
+                 "signal": "(N, C', L) in x's layout, (N, L) for one channel, or none (x itself)"}
+
+
+def check_task_targets(path: str, y: np.ndarray | None, task: str) -> None:
+    """DataError unless ``y``'s rank fits ``task`` (what ``TARGET_SHAPES`` says)."""
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    ranks = {"classify": (1,), "regress": (1, 2), "signal": (None, 2, 3)}[task]
+    if (None if y is None else y.ndim) not in ranks:
+        got = "no y" if y is None else f"y of shape {y.shape}"
+        raise DataError(f"{path}: task {task} needs targets {TARGET_SHAPES[task]}, got {got}")
+
+
+def float_targets(path: str, y: np.ndarray, task: str = "regress", layout: str = "NCL") -> np.ndarray:
+    """Regression targets as (N, K) or signal targets channels-last (N, L, C'), float64, finite."""
+    if not (np.issubdtype(y.dtype, np.floating) or np.issubdtype(y.dtype, np.integer)):
+        raise DataError(f"{path}: targets y must be numeric, got dtype {y.dtype}")
+    y = y.astype(np.float64)
+    bad = np.argwhere(~np.isfinite(y))
+    if len(bad):
+        raise DataError(f"{path}: y contains {len(bad)} NaN/Inf values (first at example {bad[0][0]})")
+    if task == "regress":
+        return y.reshape(len(y), -1)
+    return y[:, :, None] if y.ndim == 2 else (y if layout == "NLC" else np.swapaxes(y, 1, 2))
+
+
+def float32_targets(path: str, scale: TargetScale, y: np.ndarray) -> np.ndarray:
+    """Standardized float32 targets; refused if float32 cannot hold them."""
+    with np.errstate(over="ignore"):
+        out = scale(y).astype(np.float32)
+    if not np.isfinite(out).all():
+        raise DataError(f"{path}: y has values up to {np.max(np.abs(y)):.3g}, beyond float32's range; rescale them")
+    return out
+
+
+def load_like(dataset: Dataset, path: str, layout: str = "NCL") -> tuple[np.ndarray, np.ndarray]:
+    """The arrays of ``path`` as ``dataset`` holds its own (``eval --data``): the inputs normalized
+    with its normalization (its training statistics for ``channel``), the targets of its task
+    checked and standardized with its target scale (none: the inputs, for an auto-encoder)."""
+    x, y = read_arrays(path, layout, "--data", dataset.is_vector)
+    check_task_targets(path, y, dataset.task)
+    x = (float32_inputs(path, dataset.normalization, x[:, :, None])[..., 0] if dataset.is_vector
+         else float32_inputs(path, dataset.normalization, x))
+    if dataset.task == "classify":
+        y = _integer_labels(path, y, "--data")
+        check_labels(y, dataset.num_classes, f"{path}: --data label")
+        return x, y
+    if y is None:
+        return x, x
+    return x, float32_targets(path, dataset.target_scale, float_targets(path, y, dataset.task, layout))
 
 
 def check_classes(path: str, y_train: np.ndarray) -> int:
@@ -400,10 +587,13 @@ def check_labels(y: np.ndarray, num_classes: int, what: str) -> None:
                         "from the training split cannot be learned)")
 
 
-def read_arrays(path: str, layout: str = "NCL", split: str = "training") -> tuple[np.ndarray, np.ndarray]:
-    """One validated ``.npz``: x as (N, L, C) float64, as stored (not normalized), y as (N,) int32;
-    ``split`` names it in errors. Its array headers are checked before any array is read (a
-    FIFO, a lying header or a size beyond memory is refused unread)."""
+def read_arrays(path: str, layout: str = "NCL", split: str = "training", vector: bool = False
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One validated ``.npz``: x as (N, L, C) float64 (with ``vector``, (N, F)), as stored (not
+    normalized), and y: integer labels as (N,) int32, any other targets as stored (validated by
+    their task), or None if the file has no y; ``split`` names it in errors. Its array headers
+    are checked before any array is read (a FIFO, a lying header or a size beyond memory is
+    refused unread)."""
     if layout not in LAYOUTS:
         raise DataError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     input_file(path, "", DataError)
@@ -411,34 +601,39 @@ def read_arrays(path: str, layout: str = "NCL", split: str = "training") -> tupl
     memory.check_array_file(path, ("x", "y"), f"the {split} data", DataError, copies=2.5, npy=False)
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in ("x", "y") if k not in f.files]
-            if missing:
-                raise DataError(f"{path}: needs arrays 'x' and 'y', missing {missing} (has {f.files})")
-            x, y = f["x"], f["y"]
+            if "x" not in f.files:
+                raise DataError(f"{path}: needs an array 'x' (and 'y', except for an auto-encoder), has {f.files}")
+            x, y = f["x"], (f["y"] if "y" in f.files else None)
     except (OSError, ValueError) as e:  # not a zip, truncated, or object arrays (pickles are refused)
         if isinstance(e, DataError):
             raise
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise DataError(f"{path}: x must be numeric, got dtype {x.dtype}")
-    if x.ndim == 2:
+    if vector:
+        if x.ndim != 2:
+            raise DataError(f"{path}: a DecoderNet1d's inputs x must be vectors (N, F), got {x.shape}")
+    elif x.ndim == 2:
         x = x[:, :, None]
     elif x.ndim == 3:
         x = x if layout == "NLC" else np.swapaxes(x, 1, 2)
     else:
         raise DataError(f"{path}: x must have shape (N, C, L), (N, L, C) or (N, L), got {x.shape}")
-    if y.ndim != 1 or len(y) != len(x):
-        raise DataError(f"{path}: y must have shape (N,) matching x's {len(x)} examples, got {y.shape}")
-    if len(y) == 0:
+    if y is not None and (y.ndim == 0 or len(y) != len(x)):
+        raise DataError(f"{path}: y must have shape (N, ...) matching x's {len(x)} examples, got {y.shape}")
+    if len(x) == 0:
         raise DataError(f"{path}: no examples")
     if 0 in x.shape[1:]:
-        raise DataError(f"{path}: x holds series of length {x.shape[1]} with {x.shape[2]} channels (layout {layout}); "
+        raise DataError(f"{path}: x holds vectors of length 0" if vector else
+                        f"{path}: x holds series of length {x.shape[1]} with {x.shape[2]} channels (layout {layout}); "
                         "both must be at least 1")
     x = x.astype(np.float64)
     bad = np.argwhere(~np.isfinite(x))
     if len(bad):
         raise DataError(f"{path}: x contains {len(bad)} NaN/Inf values (first at example {bad[0][0]})")
-    return x, _integer_labels(path, y, split)
+    if y is not None and y.ndim == 1 and infer_task(y) == "classify":
+        y = _integer_labels(path, y, split)
+    return x, y
 
 
 LABEL_LIMIT = np.iinfo(np.int32).max  # labels are int32 on the device

@@ -16,6 +16,10 @@ from .data import shifted
 
 # 2 stages (64, 128 channels) of one bottleneck block, kernel 9: MDNC's fewest down-samplings (length / 4).
 MODEL = {"channel": 64, "layers": [1, 1], "block": "bottleneck", "kernel_size": 9}
+# signal: a U-Net of 3 levels (16, 32 channels, bottleneck blocks, kernel 9); its skips carry the
+# fine detail a denoised or reconstructed series needs, which an AE1d must squeeze through its middle.
+SIGNAL_MODEL = {"channel": 16, "layers": [2, 2, 2], "block": "bottleneck", "kernel_size": 9}
+ARCHS = {"classify": "EncoderNet1d", "regress": "EncoderNet1d", "signal": "UNet1d"}  # each task's default network
 BATCH_SIZE = 16
 EPOCHS = 600
 MAX_STEPS = 12000  # large training sets get fewer epochs...
@@ -25,6 +29,17 @@ CHECKPOINTS = 10  # checkpoints per run (and the last epoch)
 
 TRAINING = {"batch_size": BATCH_SIZE, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.1, "schedule": "cosine",
             "augment": "shift", "shift": 0.1, "augment_fraction": 0.7, "label_smoothing": 0.1}
+# Regression and signal tasks: the classifier's optimization, without what is a classifier's
+# (label smoothing), and without shifts for regression (a shift may change a target read off the
+# series' timing; nothing in the data says) and signals (the target moves with them: no gain).
+TASK_TRAINING = {"classify": {**TRAINING, "loss": "cross_entropy"},
+                 "regress": {**TRAINING, "loss": "mse", "label_smoothing": 0.0, "augment": "none"},
+                 "signal": {**TRAINING, "loss": "mse", "label_smoothing": 0.0, "augment": "none"}}
+
+
+def model(task: str) -> dict:
+    """The default network of ``task`` (``ARCHS``): its channel, layers, block, kernel_size."""
+    return SIGNAL_MODEL if task == "signal" else MODEL
 
 
 def epochs_for(num_train: int, batch_size: int = BATCH_SIZE) -> int:
@@ -71,12 +86,12 @@ def class_changed_by_shift(x: np.ndarray, y: np.ndarray) -> tuple[int, int] | No
     return int(classes[a]), int(classes[nearest[a, j]])
 
 
-def training(x_train: np.ndarray, y_train: np.ndarray, given: dict) -> dict:
-    """Training settings for the training split ``(x_train, y_train)``: ``given`` (the user's
-    options, TrainConfig field names) over the recipe's."""
-    settings = {**TRAINING, **given}
-    if "augment" not in given and class_changed_by_shift(x_train, y_train):
+def training(x_train: np.ndarray, y_train: np.ndarray, given: dict, task: str = "classify") -> dict:
+    """Training settings for the training split ``(x_train, y_train)`` of ``task``: ``given`` (the
+    user's options, TrainConfig field names) over the recipe's."""
+    settings = {**TASK_TRAINING[task], **given}
+    if task == "classify" and "augment" not in given and class_changed_by_shift(x_train, y_train):
         settings["augment"] = "none"
-    epochs = given.get("epochs", epochs_for(len(y_train), settings["batch_size"]))
+    epochs = given.get("epochs", epochs_for(len(x_train), settings["batch_size"]))
     return {"epochs": epochs, "eval_every": max(1, epochs // EVALUATIONS), "ckpt_every": max(1, epochs // CHECKPOINTS),
             **settings}

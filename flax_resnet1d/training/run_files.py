@@ -175,7 +175,10 @@ def save_checkpoint(manager, own: Manifest | None, epoch: int, state: TrainState
             manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         meta=ocp.args.JsonSave(meta)))
     except Exception as e:  # tensorstore reports a full disk inside its own exception types
-        raise atomic.as_os_error(e, os.path.join(str(manager.directory), str(epoch))) from None
+        error = atomic.as_os_error(e, os.path.join(str(manager.directory), str(epoch)))
+        if isinstance(error, OSError) or not distributed.is_multiprocess():
+            raise error from None
+        raise  # with several processes most likely a lost peer's collective: the heartbeat names it
     if own is not None:
         own.commit(checkpoint_dir(epoch))
 
@@ -185,7 +188,10 @@ def retire(manager, own: Manifest, keep: int) -> None:
     its epoch's name, so that a reader sees a checkpoint whole or not at all, never half-deleted."""
     for epoch in own.steps(CHECKPOINT_DIR)[:-keep]:
         retired = f"{CHECKPOINT_DIR}/.{epoch}.retired"
-        own.move(f"{CHECKPOINT_DIR}/{epoch}", retired)
+        if os.path.isdir(os.path.join(own.root, CHECKPOINT_DIR, str(epoch))):
+            own.move(f"{CHECKPOINT_DIR}/{epoch}", retired)
+        else:  # killed between move's rename and its manifest update: the entries name a directory gone
+            own.remove(f"{CHECKPOINT_DIR}/{epoch}")
         own.remove(retired)
     manager.reload()
 
@@ -268,7 +274,7 @@ def restore_run(run_dir: str) -> tuple[TrainConfig, TrainState, int]:
     config = load_config(run_dir)
     manager = checkpoint_manager(run_dir, writer=False)
     # Parameter and optimizer-state shapes do not depend on the input length or the schedule.
-    target = create_state(config, config.model.in_planes, config.model.min_length() or 1, steps_per_epoch=1)
+    target = create_state(config, config.model.min_length() or 1, steps_per_epoch=1)
     restored = restore_checkpoint(manager, run_dir, target)
     manager.close()
     if restored is None:
@@ -276,7 +282,45 @@ def restore_run(run_dir: str) -> tuple[TrainConfig, TrainState, int]:
     return config, restored[0], restored[1]["epoch"]
 
 
-def plot_learning_curve(own: Manifest, history: list[dict], title: str) -> None:
+def read_init(path: str, config=None) -> tuple[dict, object, str]:
+    """(Flax variables, family config, sha256) of the checkpoint a run starts from: any file or
+    directory ``io.load_checkpoint`` reads (``config`` where the weights do not determine it), or
+    another run's directory (its newest readable checkpoint). The sha256 is of the file's bytes,
+    or of a directory's files (relative paths and bytes, in sorted order)."""
+    from .. import port
+
+    if os.path.isfile(os.path.join(path, CONFIG_FILE)):  # a run directory
+        run_config, state, epoch = restore_run(path)
+        if config is not None and config != run_config.model:
+            raise TrainingError(f"--config contradicts the network of the run {path}: {run_config.model.to_dict()}")
+        return (jax.device_get(state.variables()), run_config.model,
+                tree_sha256(os.path.join(path, CHECKPOINT_DIR, str(epoch))))
+    state_dict, config = readers.load_checkpoint(path, config=config)
+    return port.torch_to_flax(state_dict, config), config, tree_sha256(path)
+
+
+def tree_sha256(path: str) -> str:
+    """sha256 of a file, or of a directory's files (relative paths and contents, sorted)."""
+    digest = hashlib.sha256()
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
+    for file in files:
+        if file != path:
+            digest.update(os.path.relpath(file, path).encode() + b"\0")
+        with atomic.errors_named(file), open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+LOSS_NAMES = {"cross_entropy": "cross-entropy", "mse": "mean squared error", "l1": "mean absolute error"}
+METRIC_AXES = {"accuracy": {"ylim": (0, 1.02)}, "rmse": {"yscale": "log"}, "snr_db": {}}
+METRIC_NAMES = {"accuracy": "accuracy", "rmse": "RMSE (target units)", "snr_db": "SNR (dB)"}
+
+
+def plot_learning_curve(own: Manifest, history: list[dict], title: str, loss: str = "cross_entropy",
+                        metric: str = "accuracy") -> None:
+    """Loss (log scale) and the task's headline ``metric`` of the train and test splits per epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -286,9 +330,9 @@ def plot_learning_curve(own: Manifest, history: list[dict], title: str) -> None:
     for split in ("train", "test"):  # test: the evaluated epochs (every eval_every)
         rows = [h for h in history if f"{split}_loss" in h]
         ax_loss.plot([h["epoch"] for h in rows], [h[f"{split}_loss"] for h in rows], label=split)
-        ax_acc.plot([h["epoch"] for h in rows], [h[f"{split}_accuracy"] for h in rows], label=split)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02), title="accuracy")
+        ax_acc.plot([h["epoch"] for h in rows], [h[f"{split}_{metric}"] for h in rows], label=split)
+    ax_loss.set(xlabel="epoch", ylabel=LOSS_NAMES[loss], yscale="log", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel=METRIC_NAMES[metric], title=METRIC_NAMES[metric], **METRIC_AXES[metric])
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()

@@ -53,8 +53,10 @@ def _refused(capsys, tmp_path: Path, argv: list, pattern: str, *also: Path) -> s
 
 
 def _commands(data: Path, test: Path | None, run_dir: Path, out: Path) -> dict[str, list]:
-    """The commands that read a user's .npz: as training data, as test data, as eval --data."""
-    return {"train --dataset": ["train", "--dataset", data, *TINY_MODEL, "--epochs", "1", "--out", out],
+    """The commands that read a user's .npz: as training data, as test data, as eval --data (as
+    labels: fractional float targets alone would make the task regress)."""
+    return {"train --dataset": ["train", "--dataset", data, "--task", "classify", *TINY_MODEL, "--epochs", "1",
+                                "--out", out],
             "train --test-data": ["train", "--dataset", test, "--test-data", data, *TINY_MODEL, "--epochs", "1",
                                   "--out", out],
             "eval --data": ["eval", run_dir, "--data", data]}
@@ -189,7 +191,7 @@ def test_train_step_estimate_is_a_lower_bound_of_what_xla_allocates():
     mesh = steps.data_parallel_mesh(jax.devices()[:1])
     example = {"x": np.zeros((batch, length, 2), np.float32), "y": np.zeros(batch, np.int32),
                "mask": np.ones(batch, np.float32)}
-    compiled = steps.jit_train_step(mesh).lower(steps.create_state(config, 2, length, 1), example).compile()
+    compiled = steps.jit_train_step(mesh).lower(steps.create_state(config, length, 1), example).compile()
     analysis = compiled.memory_analysis()
     xla = analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
     estimate = memory.train_step_bytes(model, batch, length, config.optimizer)

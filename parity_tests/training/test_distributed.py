@@ -172,7 +172,7 @@ def test_processes_match_one_process(layout, runs):
           f"eval losses {eval_error:.1e}; test accuracy {[h['test_accuracy'] for h in metrics]}")
     assert loss_error <= TOLERANCE and param_error <= TOLERANCE and eval_error <= TOLERANCE
     assert all(evaluation[s]["accuracy"] == reference_evaluation[s]["accuracy"] for s in ("train", "test"))
-    initial = flatten_dict(jax.device_get(steps.create_state(config, config.model.in_planes, 32, 1).params))
+    initial = flatten_dict(jax.device_get(steps.create_state(config, 32, 1).params))
     assert relative_error(b[("fc", "kernel")], initial[("fc", "kernel")]) > 1e-3  # compared after training
 
 
@@ -191,7 +191,7 @@ def test_sigkill_one_process_then_resume_matches_uninterrupted_run(data_dir, run
         exit_seconds = time.monotonic() - killed
         survivor = c.output(0)
     print(f"survivor exited {exit_seconds:.1f} s after the SIGKILL (heartbeat timeout {HEARTBEAT:g} s), code {code}")
-    assert code == 1, survivor[-3000:]
+    assert code == 1, survivor[:2000] + "\n...\n" + survivor[-1000:]
     assert "lost process 1 of 2" in survivor and "Traceback" not in survivor
     assert exit_seconds < HEARTBEAT + EXIT_SLACK
     kept = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())

@@ -51,7 +51,7 @@ SCRIPT = textwrap.dedent("""
         "param_rel_err": max(errors), "compared": len(errors), "dead": len(dead),
         "logits_rel_err": relative_error(*logits),
         "params_moved": relative_error(jax.tree.leaves(b)[0], jax.tree.leaves(jax.device_get(
-            steps.create_state(config, dataset.in_planes, dataset.length, 3).params))[0]),
+            steps.create_state(config, dataset.length, 3).params))[0]),
         "loss_rel_err": max(abs(x[k] - y[k]) / abs(y[k]) for x, y in zip(eight.history, one.history)
                             for k in ("train_loss", "test_loss")),
         "accuracies": [[x["test_accuracy"], y["test_accuracy"]] for x, y in zip(eight.history, one.history)],
@@ -63,13 +63,18 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_eight_devices_match_one_device(tmp_path):
+def on_eight_devices(script: str, tmp_path) -> dict:
+    """The JSON last line of ``script`` run in a process with 8 simulated CPU devices."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True, env=env,
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env,
                          timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_eight_devices_match_one_device(tmp_path):
+    result = on_eight_devices(SCRIPT, tmp_path)
     print(f"8 vs 1 devices after 3 epochs: params max rel err {result['param_rel_err']:.2e}, logits "
           f"{result['logits_rel_err']:.2e}, losses {result['loss_rel_err']:.2e}, test accuracies {result['accuracies']}")
     assert result["param_devices"] == 8 and result["param_replicated"]
@@ -82,3 +87,37 @@ def test_eight_devices_match_one_device(tmp_path):
     assert result["logits_rel_err"] <= LOSS_TOLERANCE
     assert result["loss_rel_err"] <= LOSS_TOLERANCE
 
+
+
+TASKS_SCRIPT = textwrap.dedent("""
+    import dataclasses, json, sys
+    import jax, numpy as np
+    from train_helpers import synthetic_dataset
+    from flax_resnet1d.config import AEConfig, BlockPlainConfig, EncoderConfig
+    from flax_resnet1d.training import data, loop, run_config, steps
+
+    assert jax.device_count() == 8, jax.devices()
+    base = synthetic_dataset()
+    power = lambda x: np.stack([np.mean(x ** 2, axis=(1, 2)), np.mean(x[:, :, 0], axis=1)], axis=1)
+    regress = dataclasses.replace(base, y_train=power(base.x_train), y_test=power(base.x_test), task="regress")
+    signal = dataclasses.replace(base, y_train=base.x_train, y_test=base.x_test, task="signal")
+    runs = {"regress": (EncoderConfig(4, (1, 1), "plain", 3, 2, 2), regress, {}),
+            "signal": (AEConfig(4, (1, 1), "plain", 3, 2, 2), signal, {"noise": 0.3, "augment": "shift"}),
+            "batchnorm": (BlockPlainConfig(2, 2, normalizer="batch"), signal, {"noise": 0.3})}
+    errors = {}
+    for name, (model, dataset, settings) in runs.items():
+        config = run_config.TrainConfig(model, data.DataSpec("synthetic.npz", task=dataset.task), epochs=2,
+                                        batch_size=16, lr=3e-3, loss="mse", **settings)
+        histories = [loop.fit(config, dataset, f"{sys.argv[1]}/{name}-{n}", mesh=steps.data_parallel_mesh(devices),
+                              progress=False).history for n, devices in ((1, jax.devices()[:1]), (8, jax.devices()))]
+        errors[name] = max(abs(x[k] - y[k]) / abs(y[k]) for x, y in zip(*histories) for k in x
+                           if k.startswith(("train_", "test_")))
+    print(json.dumps(errors))
+""")
+
+
+def test_every_task_on_eight_devices_matches_one_device(tmp_path):
+    errors = on_eight_devices(TASKS_SCRIPT, tmp_path)
+    print(f"8 vs 1 devices, every epoch metric, max relative difference: {errors}")
+    assert set(errors) == {"regress", "signal", "batchnorm"}
+    assert all(error <= LOSS_TOLERANCE for error in errors.values())

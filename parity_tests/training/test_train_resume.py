@@ -1,4 +1,5 @@
-"""Kill -9 a real training process mid-run, resume it, and get the uninterrupted run bit for bit."""
+"""Kill -9 a real training process mid-run, resume it, and get the uninterrupted run bit for bit:
+a classifier, and a denoising AE1d with noise and shifts drawn from (seed, epoch)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+import pytest
 from train_helpers import assert_same_state, save_npz, synthetic_dataset, without_timing
 
 from flax_resnet1d import cli
@@ -17,20 +20,28 @@ EPOCHS = 12
 KILL_AFTER_CHECKPOINT = 3
 
 
-def _train_args(tmp_path, run_dir) -> list[str]:
+TASK_ARGS = {"classify": [], "signal": ["--arch", "AE1d", "--noise", "0.3", "--augment", "shift", "--loss", "l1"]}
+
+
+def _train_args(tmp_path, run_dir, task: str) -> list[str]:
     return ["train", "--dataset", str(tmp_path / "train.npz"), "--test-data", str(tmp_path / "test.npz"),
             "--channel", "4", "--layers", "1", "1", "--block", "plain", "--kernel-size", "3",
             "--epochs", str(EPOCHS), "--batch-size", "8", "--lr", "3e-3", "--ckpt-every", "1", "--keep", "2",
-            "--no-progress", "--out", str(run_dir)]
+            *TASK_ARGS[task], "--no-progress", "--out", str(run_dir)]
 
 
-def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(tmp_path):
-    save_npz(synthetic_dataset(), tmp_path / "train.npz", tmp_path / "test.npz")
-    assert cli.main(_train_args(tmp_path, tmp_path / "uninterrupted")) == 0
+@pytest.mark.parametrize("task", sorted(TASK_ARGS))
+def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(tmp_path, task):
+    dataset = synthetic_dataset()
+    save_npz(dataset, tmp_path / "train.npz", tmp_path / "test.npz")
+    if task == "signal":  # the series as targets: an auto-encoder of the training inputs
+        for split, x in (("train", dataset.x_train), ("test", dataset.x_test)):
+            np.savez(tmp_path / f"{split}.npz", x=np.swapaxes(x, 1, 2))
+    assert cli.main(_train_args(tmp_path, tmp_path / "uninterrupted", task)) == 0
 
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "flax_resnet1d"]
-    process = subprocess.Popen(command + _train_args(tmp_path, killed), stdout=subprocess.PIPE,
+    process = subprocess.Popen(command + _train_args(tmp_path, killed, task), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     checkpoint = killed / run_files.CHECKPOINT_DIR / str(KILL_AFTER_CHECKPOINT)
     deadline = time.monotonic() + 300

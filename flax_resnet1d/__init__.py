@@ -20,6 +20,10 @@ _EXPORTS = {
                      "decnet33", "decnet48", "decnet63", "encnet12", "encnet32", "encnet47", "encnet62",
                      "from_config", "unet16", "unet32", "unet44", "unet65", "unet83"), "model"),
     "summary": "summary",
+    **dict.fromkeys(("Predictor",), "inference.predictor"),
+    **dict.fromkeys(("export_jax", "export_onnx", "write_artifact"), "inference.serving"),
+    **dict.fromkeys(("ClassActivationMaps", "class_activation_maps"), "inference.cam"),
+    **dict.fromkeys(("load_nnx", "to_nnx"), "inference.nnx"),
 }
 __all__ = list(_EXPORTS)
 

@@ -203,3 +203,18 @@ def tiny_run(tmp_path_factory, user_data) -> Path:
     assert cli.main(["train", "--dataset", str(user_data / "train.npz"), "--test-data", str(user_data / "test.npz"),
                      *TINY_MODEL, "--epochs", "1", "--out", str(run_dir)]) == 0
     return run_dir
+
+
+# -- a trained run with recorded statistics (the inference tests) -----------------------------------
+@pytest.fixture(scope="session")
+def classifier_run(tmp_path_factory, user_data):
+    """A tiny run on ``user_data`` with channel normalization (its recorded statistics are part of
+    the preprocessing): (run directory, test series (N, C, L) as the user has them); 3 classes, 2
+    channels, length 32."""
+    from flax_resnet1d import cli
+
+    run_dir = str(tmp_path_factory.mktemp("inference") / "run")
+    assert cli.main(["train", "--dataset", str(user_data / "train.npz"), "--test-data", str(user_data / "test.npz"),
+                     "--normalize", "channel", "--channel", "4", "--layers", "1", "1", "--block", "plain",
+                     "--kernel-size", "3", "--epochs", "2", "--no-progress", "--out", run_dir]) == 0
+    return run_dir, np.load(user_data / "test.npz")["x"]

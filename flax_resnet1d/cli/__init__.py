@@ -21,7 +21,8 @@ from ..errors import UsageError, one_line, out_of_memory
 from ..interrupts import Interrupted
 
 # Modules that register sub-commands, in --help order.
-COMMAND_MODULES: tuple[str, ...] = ("convert", "verify", "summary", "train", "evaluate", "export")
+COMMAND_MODULES: tuple[str, ...] = ("convert", "verify", "summary", "train", "evaluate", "predict", "explain",
+                                    "export")
 
 
 class ArgumentParser(argparse.ArgumentParser):

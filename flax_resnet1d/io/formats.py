@@ -66,6 +66,7 @@ CONTENT = {
     "msgpack": "looks like a msgpack (Flax) file",
     "hdf5": "is an HDF5 file",
     "gzip": "is gzip-compressed",
+    "png": "is a PNG image",
     "text": "is a text file",
     "unknown": "holds unrecognised bytes",
 }
@@ -143,6 +144,8 @@ def sniff(path: Path) -> str:
         return "hdf5"
     if head.startswith(b"\x1f\x8b"):
         return "gzip"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
     if 0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF):  # msgpack map
         return "msgpack"
     return "text" if _is_text(head) else "unknown"

@@ -187,6 +187,15 @@ class DataSpec:
     digest: str | None = None  # sha256 of the loaded arrays, recorded by the run (see ``with_digest``)
     task: str | None = None  # None: the task the targets imply (``infer_task``), recorded by ``with_digest``
     vector: bool = False  # x holds vectors (N, F), a DecoderNet1d's inputs
+    # Recorded with the digest, so a run predicts without its data: the class names, the series
+    # length the network trained on, and the ``channel`` statistics (absent in older runs).
+    classes: tuple[str, ...] | None = None
+    length: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    # a regressor's or signal network's target standardization (its outputs -> the targets' units)
+    target_mean: tuple[float, ...] | None = None
+    target_std: tuple[float, ...] | None = None
 
     def __post_init__(self):
         for name, optional in (("source", False), ("test", True), ("digest", True)):
@@ -208,6 +217,26 @@ class DataSpec:
             raise DataError(f"unknown data task {self.task!r}; expected one of {', '.join(TASKS)}")
         if not isinstance(self.vector, bool):
             raise DataError(f"data vector must be true or false, got {type(self.vector).__name__} {self.vector!r}")
+        self._check_recorded()
+
+    def _check_recorded(self) -> None:
+        """What prediction reads of the data: class names, the length, the channel statistics."""
+        if self.classes is not None and not (isinstance(self.classes, tuple) and self.classes
+                                             and all(isinstance(c, str) for c in self.classes)):
+            raise DataError(f"data classes must be a non-empty list of strings or null, got {self.classes!r}")
+        if self.length is not None and (isinstance(self.length, bool) or not isinstance(self.length, int)
+                                        or self.length < 1):
+            raise DataError(f"data length must be a positive integer or null, got {self.length!r}")
+        for mean, std in (("mean", "std"), ("target_mean", "target_std")):
+            for name in (mean, std):
+                value = getattr(self, name)
+                if value is not None and not (isinstance(value, tuple) and all(
+                        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)):
+                    raise DataError(f"data {name} must be a list of finite numbers or null, got {value!r}")
+            a, b = getattr(self, mean), getattr(self, std)
+            if (a is None) != (b is None) or (a is not None and len(a) != len(b)):
+                raise DataError(f"data {mean} and {std} must both be lists of one number per channel, got {a!r} and "
+                                f"{b!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -222,7 +251,18 @@ class DataSpec:
         unknown, missing = sorted(set(d) - fields), [] if "source" in d else ["source"]
         if unknown or missing:
             raise DataError(f"data: {'unknown fields ' + str(unknown) if unknown else 'missing field source'}")
+        recorded = ("classes", "mean", "std", "target_mean", "target_std")
+        d = {name: tuple(value) if name in recorded and isinstance(value, list) else value for name, value in d.items()}
         return cls(**d)
+
+    @property
+    def normalization(self) -> Normalization | None:
+        """The recorded normalization (None for a run from before statistics were recorded)."""
+        if self.normalize != "channel":
+            return Normalization(self.normalize)
+        if self.mean is None:
+            return None
+        return Normalization("channel", np.array(self.mean, np.float64), np.array(self.std, np.float64))
 
 
 def input_files(spec: DataSpec) -> tuple[str, ...]:
@@ -251,13 +291,19 @@ def digest(dataset: Dataset) -> str:
 
 
 def with_digest(spec: DataSpec, dataset: Dataset) -> DataSpec:
-    """``spec`` with the digest and task of ``dataset`` recorded; DataError if it recorded another digest."""
+    """``spec`` with the digest and task of ``dataset`` recorded, and what prediction needs of it
+    (classes, length, statistics); DataError if it recorded another digest."""
     actual = digest(dataset)
     if spec.digest is not None and spec.digest != actual:
         files = " and ".join(input_files(spec)) or f"the archive set {spec.source}"
         raise DataError(f"{files}: the data changed since the run recorded it (sha256 {spec.digest[:12]}..., now "
                         f"{actual[:12]}...); restore the original data, or start a new run with --out")
-    return dataclasses.replace(spec, digest=actual, task=dataset.task)
+    statistics = {name: None if value is None else tuple(map(float, value))
+                  for name, value in (("mean", dataset.normalization.mean), ("std", dataset.normalization.std),
+                                      ("target_mean", dataset.target_scale.mean),
+                                      ("target_std", dataset.target_scale.std))}
+    return dataclasses.replace(spec, digest=actual, task=dataset.task, classes=tuple(dataset.classes) or None,
+                               length=dataset.length, **statistics)
 
 
 def default_normalization(source: str) -> str:

@@ -170,16 +170,16 @@ def _checked_run(config: TrainConfig, dataset: Dataset, run_dir: str, resume: bo
     """Check that config, data and devices fit together, and for a resumed run that config and
     data are the run's own, touching nothing on disk."""
     stored = load_config(run_dir) if resume and os.path.isfile(os.path.join(run_dir, CONFIG_FILE)) else None
-    if stored is not None:  # DataError if the data changed since the run started (runs before digests: unchecked)
-        data.with_digest(stored.data, dataset)
+    # DataError if the data changed since the run started (runs before digests: unchecked); what
+    # older runs did not record (classes, length, statistics) is recorded now
+    recorded = data.with_digest(stored.data, dataset) if stored is not None else None
     config = dataclasses.replace(config, data=data.with_digest(config.data, dataset))  # recorded in config.json
     dataset = model_inputs(dataset, config.model)
     distributed.check_same_setup(config.to_dict())
     check_batch_size(config.batch_size, mesh)
     check_model_takes(config, dataset)
     check_memory(config, dataset.length, mesh)
-    if stored is not None and dataclasses.replace(stored, data=dataclasses.replace(stored.data, digest=config.data.digest)
-                                                  ) != config:
+    if stored is not None and dataclasses.replace(stored, data=recorded) != config:
         raise TrainingError(f"cannot resume {run_dir} with another configuration than its {CONFIG_FILE}")
     steps_per_epoch = math.ceil(len(dataset.y_train) / config.batch_size)
     return _Run(config, dataset, run_dir, mesh, steps_per_epoch, make_schedule(config, steps_per_epoch),

@@ -175,7 +175,10 @@ def save_checkpoint(manager, own: Manifest | None, epoch: int, state: TrainState
             manager.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         meta=ocp.args.JsonSave(meta)))
     except Exception as e:  # tensorstore reports a full disk inside its own exception types
-        raise atomic.as_os_error(e, os.path.join(str(manager.directory), str(epoch))) from None
+        error = atomic.as_os_error(e, os.path.join(str(manager.directory), str(epoch)))
+        if isinstance(error, OSError) or not distributed.is_multiprocess():
+            raise error from None
+        raise  # with several processes most likely a lost peer's collective: the heartbeat names it
     if own is not None:
         own.commit(checkpoint_dir(epoch))
 

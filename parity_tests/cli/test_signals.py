@@ -56,6 +56,12 @@ def test_a_signal_ends_the_command_with_its_status_and_one_line(tmp_path, long_r
     argv = [str(a).format(tmp=tmp_path, run=long_run) for a in COMMANDS[command][0]]
     process = subprocess.Popen([sys.executable, "-m", "flax_resnet1d", *argv], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
+    # The delay counts from when the program handles signals (all three at once; Python itself
+    # catches SIGINT from its start), not from Python's start-up, slow on a loaded machine, during
+    # which the default actions apply.
+    deadline = time.monotonic() + 60
+    while not _catches(process.pid, signal.SIGTERM) and time.monotonic() < deadline:
+        time.sleep(0.005)
     time.sleep(delay)
     assert process.poll() is None, f"{command} ended before the signal: {process.communicate()}"
     process.send_signal(signum)
@@ -66,6 +72,13 @@ def test_a_signal_ends_the_command_with_its_status_and_one_line(tmp_path, long_r
     assert Manifest.read(long_run).foreign() == []  # the run stays the tool's: resumable, replaceable
     if command == "train":
         assert run_files.read_metrics(str(long_run))  # complete lines only
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler installed for ``signum`` (Linux: SigCgt)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught >> (signum - 1) & 1)
 
 
 def _swallowed_sigterm() -> None:

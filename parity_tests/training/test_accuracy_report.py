@@ -29,6 +29,15 @@ def test_runs_of_another_recipe_or_budget_are_replaced_not_merged(same_recipe, s
     assert accuracy.merged(stored, measured, same_recipe) == measured
 
 
+def test_the_ensemble_averages_the_seeds_probabilities_and_old_entries_have_none():
+    with_probabilities = {**entry(600, {}), "test_labels": [0, 1, 1], "runs": [
+        {"seed": 0, "test_accuracy": 2 / 3, "seconds": 1.0, "test_probabilities": [[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]]},
+        {"seed": 1, "test_accuracy": 2 / 3, "seconds": 1.0, "test_probabilities": [[0.4, 0.6], [0.1, 0.9], [0.3, 0.7]]}]}
+    assert accuracy.summarized(with_probabilities)["ensemble"] == pytest.approx(100.0)  # each seed 2/3, their mean 3/3
+    old = accuracy.summarized(entry(600, {0: 0.9}))
+    assert old["ensemble"] is None and accuracy.verdict({**old, "published": (80.0, 1.0)}, "ensemble") == "n/a"
+
+
 def test_class_mean_accuracy_is_the_leave_one_out_nearest_mean_and_sees_a_class_made_by_a_shift():
     rng = np.random.default_rng(0)
     steps = np.arange(32)

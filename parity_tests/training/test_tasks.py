@@ -18,6 +18,7 @@ from train_helpers import assert_same_state, without_timing
 import torch_ref
 from flax_resnet1d import errors, port
 from flax_resnet1d.config import FAMILY_PRESETS, AEConfig, BlockPlainConfig, DecoderConfig, EncoderConfig
+from flax_resnet1d.inference.predictor import Predictor
 from flax_resnet1d.parity import relative_error, to_flax_input, to_mdnc_output
 from flax_resnet1d.training import batching, data, loop, run_config, run_files
 
@@ -112,6 +113,18 @@ def test_metrics_are_in_the_targets_units(run):
     assert last["train_loss"] < result.history[0]["train_loss"]  # it learns
     with open(os.path.join(run[3], run_files.CURVE_FILE), "rb") as f:  # loss and the task's metric per epoch
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_predicts_in_the_targets_units(run):
+    """Predictor on the user's raw test inputs = the run's evaluation, back in the targets' units
+    (signals in the input's layout, MDNC's (N, C, L)); BatchNorm in eval mode."""
+    case, config, dataset, run_dir, result = run
+    test = loop.evaluate_splits(config, result.state, {"test": (dataset.x_test, dataset.y_test)},
+                                target_scale=dataset.target_scale)["test"]
+    expected = dataset.target_scale.units(test.outputs)
+    raw = arrays("denoise" if case == "batchnorm" else case, N_TEST, 1)["x"].astype(np.float32)
+    predicted = Predictor.load(run_dir).predict(raw)
+    assert relative_error(predicted, expected if expected.ndim == 2 else np.swapaxes(expected, 1, 2)) < 1e-5
 
 
 def test_resume_replays_the_uninterrupted_run(run, tmp_path):

@@ -63,7 +63,7 @@ def test_init_from_an_mdnc_checkpoint_of_each_architecture(arch, tmp_path, capsy
     assert done.returncode == 0, done.stderr[-3000:]
     initial, first = run_files.read_metrics(str(run_dir))
     expected = torch_loss(config, checkpoint, train)
-    with capsys.disabled():  # the measurement on the terminal, not in the commands' captured output
+    with capsys.disabled():  # capsys holds the commands' output below
         print(f"{arch}: epoch-0 loss {initial['train_loss']:.6g} vs torch_ref {expected:.6g}: "
               f"{relative_error(initial['train_loss'], expected):.1e}")
     assert (initial["epoch"], initial["step"], first["epoch"]) == (0, 0, 1)
@@ -74,7 +74,7 @@ def test_init_from_an_mdnc_checkpoint_of_each_architecture(arch, tmp_path, capsy
     assert recorded.task == ("classify" if arch == "EncoderNet1d" else "signal")
 
     assert cli.main(["eval", str(run_dir), "--json"]) == 0  # the task's metrics
-    evaluated = json.loads(capsys.readouterr().out)
+    evaluated = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert set(evaluated["test"]) == ({"loss", "accuracy", "examples"} if arch == "EncoderNet1d"
                                       else {"loss", "snr_db", "rmse", "examples"})
     assert evaluated["test"]["loss"] == first["test_loss"]  # the checkpoint of epoch 1

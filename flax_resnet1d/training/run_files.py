@@ -253,10 +253,10 @@ def _steps(manager, run_dir: str) -> tuple[list[int], bool]:
     one; whether the manifest lists any). The manifest is read first: a checkpoint the writer
     adds meanwhile is found on disk, one it retires is not."""
     own = Manifest.read(run_dir)
+    listed = None if own is None else set(own.steps(CHECKPOINT_DIR))
     manager.reload()
     steps = set(manager.all_steps())
-    return sorted(steps if own is None else steps & set(own.steps(CHECKPOINT_DIR))), bool(own and own.steps(
-        CHECKPOINT_DIR))
+    return sorted(steps if listed is None else steps & listed), bool(listed)
 
 
 def _quarantine(own: Manifest | None, epochs: list[int]) -> None:

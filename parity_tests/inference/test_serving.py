@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 exported = jax.export.deserialize(bytearray(open(sys.argv[1], "rb").read()))
+assert exported.platforms == ("cpu", "cuda"), exported.platforms  # lowered for both, whatever ran the export
 inputs = np.load(sys.argv[2])
 np.savez(sys.argv[3], **{name: np.asarray(exported.call(x)) for name, x in inputs.items()})
 assert not any(m.partition(".")[0] in ("flax_resnet1d", "flax", "torch") for m in sys.modules), "imported"

@@ -16,6 +16,7 @@ Nothing is selected on test data. Writes ``benchmarks/results/tasks.{json,md,png
 
     python benchmarks/tasks.py                    # the default recipe's epochs, 3 seeds (long on a CPU)
     python benchmarks/tasks.py --epochs 100       # every run capped at 100 epochs (the results say so)
+    python benchmarks/tasks.py --finetune-seeds 2 # fine-tuning with seeds 0-1 only (each pretrains ~5-10 min)
     python benchmarks/tasks.py --smoke --out /tmp/tasks   # 2 epochs, 1 seed: checks the code paths
 """
 
@@ -96,6 +97,12 @@ def snr_db(estimate: np.ndarray, clean: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(clean ** 2) / np.sum((estimate - clean) ** 2)))
 
 
+def denoised_gain(config, state, noisy: np.ndarray, clean: np.ndarray) -> tuple[float, np.ndarray]:
+    """The SNR gain (dB) of the network's outputs for ``noisy`` over ``noisy`` itself, and the outputs."""
+    outputs = loop.evaluate_splits(config, state, {"noisy": (noisy, clean)})["noisy"].outputs
+    return snr_db(outputs, clean) - snr_db(noisy, clean), outputs
+
+
 def moving_average(x: np.ndarray, window: int) -> np.ndarray:
     """Centred moving average along axis 1, the ends averaged over the steps that exist."""
     kernel = np.ones(window)
@@ -130,9 +137,9 @@ def denoising(arch: str, folder: str, seeds: list[int], capped: int | None) -> d
     gains, example = [], None
     for seed in seeds:
         result, dataset, config = fit({**given, "seed": seed}, os.path.join(folder, f"{arch}-{seed}"), capped)
-        scored = loop.evaluate_splits(config, result.state, {"noisy": (noisy_test, archive.x_test)})["noisy"]
-        gains.append(snr_db(scored.outputs, archive.x_test) - snr_db(noisy_test, archive.x_test))
-        example = example if example is not None else scored.outputs[0, :, 0]
+        gain, outputs = denoised_gain(config, result.state, noisy_test, archive.x_test)
+        gains.append(gain)
+        example = example if example is not None else outputs[0, :, 0]
     noisy_snr = snr_db(noisy_test, archive.x_test)
     return {"task": "signal", "data": f"{DENOISE_SET} + noise {NOISE}", "arch": arch, "epochs": config.epochs,
             "noisy_snr_db": noisy_snr, "network_gain_db": gains,
@@ -230,22 +237,29 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, help="cap every run at this many epochs (default: the recipe's)")
+    parser.add_argument("--finetune-seeds", type=int, help="fine-tune with the first N seeds only (default: all; "
+                        "each pretrains OSULeaf with the recipe, the longest run here)")
     parser.add_argument("--smoke", action="store_true", help="2 epochs, 1 seed: checks the code paths")
     args = parser.parse_args(argv)
     seeds, capped = (list(range(1)), 2) if args.smoke else (list(range(args.seeds)), args.epochs)
+    finetune_seeds = seeds[:args.finetune_seeds]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         jobs = [("regression", lambda n=n: regression(n, folder, seeds, capped)) for n in REGRESSION]
         jobs += [("denoising", lambda a=a: denoising(a, folder, seeds, capped)) for a in DENOISE_ARCHS]
-        jobs += [("finetuning", lambda: finetuning(folder, seeds, capped))]
+        jobs += [("finetuning", lambda: finetuning(folder, finetune_seeds, capped))]
         results = {"regression": [], "denoising": []}
         for kind, job in tqdm(jobs, desc="tasks", unit="job"):
-            value = job()
+            job_start = time.perf_counter()
+            value = {**job(), "seconds": round(time.perf_counter() - job_start)}  # all its seeds' runs
             results[kind] = value if kind == "finetuning" else results[kind] + [value]
+    finetune_note = f" (fine-tuning: seeds {finetune_seeds})" if finetune_seeds != seeds else ""
     results.update(machine=f"{platform.machine()} {os.cpu_count()} cores", date=time.strftime("%Y-%m-%d"),
-                   seconds=round(time.perf_counter() - start), seeds=seeds, epochs_cap=capped,
+                   seconds=round(time.perf_counter() - start), seeds=seeds, finetune_seeds=finetune_seeds,
+                   epochs_cap=capped,
                    note=(f"Default recipe{f', every run capped at {capped} epochs' if capped else ''}; seeds "
-                         f"{seeds}; mean +- std over seeds. Measured on a shared machine (other jobs running)."))
+                         f"{seeds}{finetune_note}; mean +- std over seeds. Measured on a shared machine (other "
+                         "jobs running)."))
     args.out.mkdir(parents=True, exist_ok=True)
     atomic.write_text(args.out / "tasks.json", json.dumps(results, indent=1) + "\n")
     atomic.write_text(args.out / "tasks.md", markdown(results))

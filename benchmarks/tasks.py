@@ -232,31 +232,52 @@ def plot(results: dict, out: Path) -> None:
     atomic.save_figure(fig, out / "tasks-denoise.png", dpi=100)
 
 
+def with_stored_finetuning(stored: dict, measured: dict) -> dict:
+    """``measured`` fine-tuning runs with ``stored``'s runs of the seeds not rerun, in seed order."""
+    keep = [i for i, seed in enumerate(stored["seeds"]) if seed not in measured["seeds"]]
+    order = sorted([(stored["seeds"][i], "stored", i) for i in keep]
+                   + [(seed, "measured", i) for i, seed in enumerate(measured["seeds"])])
+    source = {"stored": stored, "measured": measured}
+    curves = {name: [source[s]["curves"][name][i] for _, s, i in order] for name in measured["curves"]}
+    return {**measured, "seeds": [seed for seed, _, _ in order], "curves": curves,
+            "final_test_accuracy": {k: [c[-1] for c in v] for k, v in curves.items()},
+            "seconds": stored.get("seconds", 0) + measured["seconds"]}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, help="cap every run at this many epochs (default: the recipe's)")
-    parser.add_argument("--finetune-seeds", type=int, help="fine-tune with the first N seeds only (default: all; "
-                        "each pretrains OSULeaf with the recipe, the longest run here)")
+    parser.add_argument("--finetune-seeds", type=int, nargs="+", help="fine-tune with these seeds only (default: "
+                        "all; each pretrains OSULeaf with the recipe, the longest run here)")
+    parser.add_argument("--only", nargs="+", choices=("regression", "denoising", "finetuning"),
+                        help="rerun these parts only; the others, and the stored fine-tuning runs of seeds not "
+                             "rerun, are kept from OUT/tasks.json")
     parser.add_argument("--smoke", action="store_true", help="2 epochs, 1 seed: checks the code paths")
     args = parser.parse_args(argv)
     seeds, capped = (list(range(1)), 2) if args.smoke else (list(range(args.seeds)), args.epochs)
-    finetune_seeds = seeds[:args.finetune_seeds]
+    finetune_seeds = seeds if args.finetune_seeds is None else args.finetune_seeds
+    parts = args.only or ("regression", "denoising", "finetuning")
+    stored = json.loads((args.out / "tasks.json").read_text()) if args.only else {}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         jobs = [("regression", lambda n=n: regression(n, folder, seeds, capped)) for n in REGRESSION]
         jobs += [("denoising", lambda a=a: denoising(a, folder, seeds, capped)) for a in DENOISE_ARCHS]
-        jobs += [("finetuning", lambda: finetuning(folder, finetune_seeds, capped))]
-        results = {"regression": [], "denoising": []}
-        for kind, job in tqdm(jobs, desc="tasks", unit="job"):
+        jobs += [("finetuning", lambda: {**finetuning(folder, finetune_seeds, capped), "seeds": finetune_seeds})]
+        results = {**stored, **{part: [] for part in parts if part != "finetuning"}}
+        for kind, job in tqdm([job for job in jobs if job[0] in parts], desc="tasks", unit="job"):
             job_start = time.perf_counter()
             value = {**job(), "seconds": round(time.perf_counter() - job_start)}  # all its seeds' runs
-            results[kind] = value if kind == "finetuning" else results[kind] + [value]
+            if kind == "finetuning":
+                results[kind] = with_stored_finetuning(stored[kind], value) if kind in stored else value
+            else:
+                results[kind].append(value)
+    finetune_seeds = results["finetuning"]["seeds"]
     finetune_note = f" (fine-tuning: seeds {finetune_seeds})" if finetune_seeds != seeds else ""
     results.update(machine=f"{platform.machine()} {os.cpu_count()} cores", date=time.strftime("%Y-%m-%d"),
-                   seconds=round(time.perf_counter() - start), seeds=seeds, finetune_seeds=finetune_seeds,
-                   epochs_cap=capped,
+                   seconds=stored.get("seconds", 0) + round(time.perf_counter() - start), seeds=seeds,
+                   finetune_seeds=finetune_seeds, epochs_cap=capped,
                    note=(f"Default recipe{f', every run capped at {capped} epochs' if capped else ''}; seeds "
                          f"{seeds}{finetune_note}; mean +- std over seeds. Measured on a shared machine (other "
                          "jobs running)."))

@@ -185,7 +185,8 @@ def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | N
              f"{meta['machine']}. Shifts: whether the recipe trained with random shifts (not where a one-step "
              "shift moves a class's mean series nearest another class's: `recipe.class_changed_by_shift`). "
              "Ensemble: the seeds' test probabilities averaged. 1-NN: nearest training series, Euclidean on the "
-             f"z-normalized series, and DTW with a Sakoe-Chiba band of {proxies.DTW_BAND:.0%} of the length on the "
+             "network's inputs (z-normalized series; per channel for the multivariate sets), and DTW with a "
+             f"Sakoe-Chiba band of {proxies.DTW_BAND:.0%} of the length on the "
              f"series average-pooled to at most {proxies.DTW_LENGTH} steps (`proxies.baselines`).", "",
              "| data set | train/test | length x channels | classes | epochs (steps) | shifts | ours | ensemble | "
              "1-NN ED | 1-NN DTW | published ResNet | vs published | ensemble vs published | time per run (s) | "

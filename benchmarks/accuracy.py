@@ -1,6 +1,8 @@
 """Test accuracy of the default recipe on the UCR/UEA sets shipped in aeon, next to the published ResNet.
 
     python benchmarks/accuracy.py [--datasets GunPoint ArrowHead ...] [--seeds 0 1 2] [--epochs-scale 2]
+    python benchmarks/accuracy.py --proxies [--seeds 0]              # every proxy (benchmarks/proxies.py)
+    python benchmarks/accuracy.py --datasets OSULeaf@2 --over batch_size=4 --tag bs4   # a lever: recipe_search.jsonl
 
 For each data set: train once per seed exactly as ``flax-resnet1d train --dataset NAME --seed S``
 does with no other flag (``run_config.train_config``: the settings of ``training.recipe``),
@@ -12,6 +14,13 @@ its last epoch's test probabilities). Writes ``benchmarks/results/accuracy.json`
 curve as ``accuracy-<set>.png``. ``--epochs-scale F`` trains F times the recipe's epochs instead and
 files the runs under ``longer`` (the evidence that a set has plateaued), leaving the main table as is.
 A stored entry keeps the runs of the seeds not given now, if they trained the same recipe.
+
+The proxies (``proxies.py``: ``NAME@K``, a set's training split cut to K series per class, and the
+synthetic ``Synthetic50x2``) train the same way, a Dataset with fewer training series, and get a
+table of their own, next to the recipe on the full split. Every row has the 1-NN baselines
+(Euclidean and DTW, ``proxies.baselines``). ``--over KEY=VALUE`` (``train`` options, JSON values)
+measures a lever instead: each run is appended to ``recipe_search.jsonl`` under ``--tag``, and the
+tables are left as they are.
 
 The published column is ResNet of Ismail Fawaz et al. 2019, "Deep learning for time series
 classification: a review" (DMKD 33:917-963), from its companion repository hfawaz/dl-4-tsc:
@@ -36,13 +45,15 @@ import time
 
 import jax
 import numpy as np
-from suite import cpu_fields  # this directory is on sys.path: accuracy.py runs as a script
+import proxies  # this directory is on sys.path: accuracy.py runs as a script
+from suite import cpu_fields
 
 from flax_resnet1d.io import atomic
 from flax_resnet1d.training import data, loop, recipe, run_files
 from flax_resnet1d.training.run_config import data_spec, train_config
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+SEARCH = os.path.join(RESULTS, "recipe_search.jsonl")
 
 # Published ResNet test accuracy, % mean (std); None: no ResNet result in dl-4-tsc.
 PUBLISHED = {
@@ -57,11 +68,22 @@ PUBLISHED = {
 }
 
 
-def run(name: str, seeds: list[int], scratch: str, epochs_scale: float = 1.0, results: str = RESULTS) -> dict:
-    dataset, spec = data.load_archive(name), data_spec({"dataset": name})  # as `train --dataset NAME`
+def loaded(name: str) -> tuple[data.Dataset, data.DataSpec]:
+    """The data set ``name`` and its spec as ``train --dataset NAME`` builds them; a proxy is its
+    Dataset with the spec of its archive set (or of a .npz, for a synthetic set)."""
+    if not proxies.is_proxy(name):
+        return data.load_archive(name), data_spec({"dataset": name})
+    base = name.split("@")[0]
+    spec = data.DataSpec(f"{name}.npz") if name in proxies.SYNTHETIC else data_spec({"dataset": base})
+    return proxies.load(name), spec
+
+
+def run(name: str, seeds: list[int], scratch: str, epochs_scale: float = 1.0, results: str = RESULTS,
+        over: dict | None = None, tag: str | None = None) -> dict:
+    dataset, spec = loaded(name)
     runs = []
     for seed in seeds:
-        given = {"seed": seed}
+        given = {**(over or {}), "seed": seed}
         if epochs_scale != 1:
             given["epochs"] = round(epochs_scale * recipe.epochs_for(len(dataset.y_train)))
         config = train_config(given, spec, dataset)
@@ -78,13 +100,29 @@ def run(name: str, seeds: list[int], scratch: str, epochs_scale: float = 1.0, re
                      "history": result.history})
         print(f"{name} seed {seed}: test accuracy {100 * last['test_accuracy']:.1f}% after {config.epochs} epochs "
               f"in {seconds:.0f} s (compile {result.compile_seconds:.0f} s)", flush=True)
-        if seed == 0 and epochs_scale == 1:  # the curve the docs name, whatever subset of seeds reruns
+        if tag is not None:
+            search_record(name, tag, over or {}, config, runs[-1], last)
+        elif seed == 0 and epochs_scale == 1 and not proxies.is_proxy(name):  # the curve the docs name
             shutil.copy(os.path.join(run_dir, run_files.CURVE_FILE), os.path.join(results, f"accuracy-{name}.png"))
     return summarized({"dataset": name, "train": len(dataset.y_train), "test": len(dataset.y_test),
                        "test_labels": dataset.y_test.tolist(),
                        "length": dataset.length, "channels": dataset.in_planes, "classes": dataset.num_classes,
                        "normalize": dataset.normalization.how, "augment": config.augment, "epochs": config.epochs,
-                       "steps": result.history[-1]["step"], "published": PUBLISHED[name], "runs": runs})
+                       "steps": result.history[-1]["step"], "published": PUBLISHED.get(name), "runs": runs,
+                       **proxies.baselines(dataset)})
+
+
+def search_record(name: str, tag: str, over: dict, config, measured: dict, last: dict) -> None:
+    """One lever run as a line of ``recipe_search.jsonl`` (the keys of the earlier records)."""
+    record = {"name": name, "tag": tag, "seed": config.seed, "over": over, "model": recipe.MODEL,
+              "note": f"issue 37 lever: {over or 'the recipe'} on {name}",
+              "machine": f"{cpu_name()}, {os.cpu_count()} cores, both threads, shared (nice 10)",
+              "test": last["test_accuracy"], "train_loss": last["train_loss"], "train_acc": last["train_accuracy"],
+              "epochs": config.epochs, "batch_size": config.batch_size, "steps": last["step"],
+              "step_ms_median": measured["step_ms_median"], "seconds": measured["seconds"],
+              "date": time.strftime("%Y-%m-%d")}
+    stored = open(SEARCH).read() if os.path.exists(SEARCH) else ""
+    atomic.write_text(SEARCH, stored + json.dumps(record) + "\n")
 
 
 def test_probabilities(config, state, dataset: data.Dataset) -> list[list[float]]:
@@ -134,23 +172,57 @@ def verdict(r: dict, ours: str = "mean") -> str:
     return "within 1 std" if mean - r[ours] <= std else f"below ({(mean - r[ours]) / std:.1f} std)"
 
 
-def markdown(results: list[dict], longer: list[dict], meta: dict) -> str:
+def baseline_cells(r: dict) -> str:
+    """The 1-NN Euclidean and DTW columns of a row ('-' where not computed)."""
+    return " | ".join("-" if r.get(k) is None else f"{r[k]:.1f}" for k in ("nn_euclidean", "nn_dtw"))
+
+
+def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | None = None) -> str:
+    """The tables; ``full`` (name -> entry) gives a proxy's full-split row where ``results`` lacks it."""
+    results, proxied = [r for r in results if not proxies.is_proxy(r["dataset"])], \
+        [r for r in results if proxies.is_proxy(r["dataset"])]
     lines = [f"Test accuracy (%) of the default recipe, last epoch, mean +- std over seeds {meta['seeds']}; "
              f"{meta['machine']}. Shifts: whether the recipe trained with random shifts (not where a one-step "
              "shift moves a class's mean series nearest another class's: `recipe.class_changed_by_shift`). "
-             "Ensemble: the seeds' test probabilities averaged.", "",
+             "Ensemble: the seeds' test probabilities averaged. 1-NN: nearest training series, Euclidean on the "
+             "network's inputs (z-normalized series; per channel for the multivariate sets), and DTW with a "
+             f"Sakoe-Chiba band of {proxies.DTW_BAND:.0%} of the length on the "
+             f"series average-pooled to at most {proxies.DTW_LENGTH} steps (`proxies.baselines`).", "",
              "| data set | train/test | length x channels | classes | epochs (steps) | shifts | ours | ensemble | "
-             "published ResNet | vs published | ensemble vs published | time per run (s) | compile (s) | ms/step |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "1-NN ED | 1-NN DTW | published ResNet | vs published | ensemble vs published | time per run (s) | "
+             "compile (s) | ms/step |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    if not results:  # proxies measured into a --results of their own
+        lines = lines[:1]
     for r in results:
         published = "n/a" if r["published"] is None else f"{r['published'][0]:.1f} +- {r['published'][1]:.1f}"
         lines.append(f"| {r['dataset']} | {r['train']}/{r['test']} | {r['length']} x {r['channels']} | "
                      f"{r['classes']} | {r['epochs']} ({r['steps']}) | {'yes' if r['augment'] == 'shift' else 'no'} | "
                      f"{r['mean']:.1f} +- {r['std']:.1f} | "
                      f"{'-' if r.get('ensemble') is None else format(r['ensemble'], '.1f')} | "
-                     f"{published} | {verdict(r)} | {verdict(r, 'ensemble')} | {r['seconds_per_run']:.0f} | "
+                     f"{baseline_cells(r)} | {published} | {verdict(r)} | {verdict(r, 'ensemble')} | "
+                     f"{r['seconds_per_run']:.0f} | "
                      f"{np.mean([x['compile_seconds'] for x in r['runs']]):.0f} | "
                      f"{np.mean([x['step_ms_median'] for x in r['runs']]):.1f} |")
+    if proxied:
+        main = {**(full or {}), **{r["dataset"]: r for r in results}}
+        lines += ["", "Proxies (`benchmarks/proxies.py`): NAME@K is NAME's training split cut to K series per class "
+                  f"(stratified, seed {proxies.SUBSAMPLE_SEED}, the same for every training seed), the test split "
+                  "untouched; Synthetic50x2: 50 classes of 3 shapes each at random positions, 2 training series a "
+                  "class, length 2000. Full split: the recipe on the whole training split (the eight sets' table, "
+                  "as measured there).", "",
+                  "| data set | train/test | length x channels | classes | epochs (steps) | shifts | seeds | ours | "
+                  "ensemble | 1-NN ED | 1-NN DTW | full split | time per run (s) | ms/step |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in proxied:
+            full = main.get(r["dataset"].split("@")[0])
+            lines.append(f"| {r['dataset']} | {r['train']}/{r['test']} | {r['length']} x {r['channels']} | "
+                         f"{r['classes']} | {r['epochs']} ({r['steps']}) | "
+                         f"{'yes' if r['augment'] == 'shift' else 'no'} | {[x['seed'] for x in r['runs']]} | "
+                         f"{r['mean']:.1f} +- {r['std']:.1f} | "
+                         f"{'-' if r.get('ensemble') is None else format(r['ensemble'], '.1f')} | "
+                         f"{baseline_cells(r)} | {'-' if full is None else format(full['mean'], '.1f')} | "
+                         f"{r['seconds_per_run']:.0f} | {np.mean([x['step_ms_median'] for x in r['runs']]):.1f} |")
     if longer:
         lines += ["", "Longer budgets (`--epochs-scale`), same recipe otherwise:", "",
                   "| data set | epochs (steps) | seeds | ours | recipe's budget | time per run (s) |",
@@ -211,6 +283,31 @@ def plot(results: list[dict], path: str) -> None:
     atomic.save_figure(fig, path, dpi=90)
 
 
+def plot_proxies(results: list[dict], path: str, full: dict | None = None) -> None:
+    """Bars per proxy: ours (mean +- std over seeds), 1-NN Euclidean and DTW, the recipe on the full
+    split (from ``results``, else ``full``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main = {**(full or {}), **{r["dataset"]: r for r in results if not proxies.is_proxy(r["dataset"])}}
+    rows = [r for r in results if proxies.is_proxy(r["dataset"])]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(rows)), 4.5))
+    ax.bar(x - 0.3, [r["mean"] for r in rows], 0.2, yerr=[r["std"] for r in rows], capsize=2, label="default recipe")
+    for k, (key, label) in enumerate((("nn_euclidean", "1-NN Euclidean"), ("nn_dtw", "1-NN DTW"))):
+        ax.bar(x - 0.1 + 0.2 * k, [r.get(key) or 0 for r in rows], 0.2, label=label)
+    full = [main.get(r["dataset"].split("@")[0]) for r in rows]
+    ax.bar(x + 0.3, [f["mean"] if f else 0 for f in full], 0.2, label="default recipe, full training split")
+    ax.set_xticks(x, [r["dataset"] for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="test accuracy (%)", ylim=(0, 105))
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, fontsize=8, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    atomic.save_figure(fig, path, dpi=90)
+
+
 def cpu_name() -> str:
     """The model name plus family/model: the same "AMD EPYC" name covers Zen 3, 4 and 5 machines
     that differ 1.8x in speed and in how they round."""
@@ -228,7 +325,12 @@ def recipe_fields() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(data.ARCHIVE_DATASETS), choices=data.ARCHIVE_DATASETS)
+    parser.add_argument("--datasets", nargs="+", choices=data.CLASSIFICATION_DATASETS + tuple(proxies.names()),
+                        help="default: the eight archive sets (none with --proxies)")
+    parser.add_argument("--proxies", action="store_true", help="every proxy (proxies.names()) too")
+    parser.add_argument("--over", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="train options over the recipe's (JSON values): a lever, filed in recipe_search.jsonl")
+    parser.add_argument("--tag", help="the lever's tag in recipe_search.jsonl (required with --over)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs-scale", type=float, default=1.0,
                         help="train this many times the recipe's epochs; filed under 'longer'")
@@ -236,11 +338,18 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="rewrite the table and plot from the JSON")
     parser.add_argument("--results", default=RESULTS, help="directory of accuracy.json/.md/.png (default: %(default)s)")
     args = parser.parse_args()
+    names = (args.datasets or ([] if args.proxies else list(data.CLASSIFICATION_DATASETS))) + \
+        (proxies.names() if args.proxies else [])
+    over = {k: _json_or_text(v) for k, _, v in (o.partition("=") for o in args.over)}
+    if (args.over or args.tag) and not (args.over and args.tag):
+        parser.error("--over and --tag go together: a lever is filed under its tag")
     os.makedirs(args.results, exist_ok=True)
     path = os.path.join(args.results, "accuracy.json")
     with tempfile.TemporaryDirectory() as scratch:
-        measured = [run(name, args.seeds, scratch, args.epochs_scale, args.results)
-                    for name in ([] if args.report_only else args.datasets)]
+        measured = [run(name, args.seeds, scratch, args.epochs_scale, args.results, over, args.tag)
+                    for name in ([] if args.report_only else names)]
+    if args.tag:  # a lever's runs are in recipe_search.jsonl; the tables stay the recipe's
+        return
     stored = {"results": [], "longer": []}
     if os.path.exists(path):  # keep what was measured earlier (or meanwhile, by another run) and not rerun now
         with open(path) as f:
@@ -251,7 +360,10 @@ def main() -> None:
     for r in measured:
         table, key = (results, r["dataset"]) if args.epochs_scale == 1 else (longer, (r["dataset"], r["epochs"]))
         table[key] = merged(table.get(key), r, same_recipe)
-    order = {name: i for i, name in enumerate(data.ARCHIVE_DATASETS)}
+    for name, r in results.items():  # entries from before the baselines were recorded
+        if "nn_euclidean" not in r:
+            results[name] = {**r, **proxies.baselines(loaded(name)[0])}
+    order = {name: i for i, name in enumerate(data.ARCHIVE_DATASETS + tuple(proxies.names()))}
     results = sorted(results.values(), key=lambda r: order[r["dataset"]])
     longer = sorted(longer.values(), key=lambda r: (order[r["dataset"]], r["epochs"]))
     meta = {"machine": f"{cpu_name()}, {os.cpu_count()} cores{args.machine_note}", "jax": jax.__version__,
@@ -259,12 +371,26 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d")}
     if args.report_only:  # the stored runs were measured where and when the stored meta says
         meta.update({k: v for k, v in stored.get("meta", {}).items() if k in ("machine", "jax", "date")})
-    text = markdown(results, longer, meta)
+    full = {}  # the eight sets' rows of the main table, for proxies measured into another --results
+    if os.path.abspath(args.results) != os.path.abspath(RESULTS) and os.path.exists(os.path.join(RESULTS, "accuracy.json")):
+        with open(os.path.join(RESULTS, "accuracy.json")) as f:
+            full = {r["dataset"]: r for r in json.load(f)["results"]}
+    text = markdown(results, longer, meta, full)
     # Through temporaries: a kill mid-write must not lose the stored runs the next invocation merges with.
     atomic.write_text(path, json.dumps({"meta": meta, "results": results, "longer": longer}, indent=1))
     atomic.write_text(os.path.join(args.results, "accuracy.md"), text)
-    plot(results, os.path.join(args.results, "accuracy.png"))
+    if any(not proxies.is_proxy(r["dataset"]) for r in results):
+        plot([r for r in results if not proxies.is_proxy(r["dataset"])], os.path.join(args.results, "accuracy.png"))
+    if any(proxies.is_proxy(r["dataset"]) for r in results):
+        plot_proxies(results, os.path.join(args.results, "accuracy-proxies.png"), full)
     print(text)
+
+
+def _json_or_text(value: str):
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 if __name__ == "__main__":

@@ -24,6 +24,11 @@ BATCH_SIZE = 16
 EPOCHS = 600
 MAX_STEPS = 12000  # large training sets get fewer epochs...
 MIN_EPOCHS = 20  # ...but at least this many passes
+# The time rule (docs/recipe.md#time): a train step of MODEL at batch B on series of L steps and C
+# channels takes at most a + b * B * L * (1 + c * (C - 1)) ms on the 2-core CPU, (a, b, c) = STEP_MS;
+# a run's steps are capped to fit STEP_BUDGET_S, the rest of 10 minutes left to evaluation and start-up.
+STEP_MS = (5.0, 4.9e-3, 0.01)
+STEP_BUDGET_S = 540
 EVALUATIONS = 50  # test-set evaluations per run (and the last epoch): the learning curve's points
 CHECKPOINTS = 10  # checkpoints per run (and the last epoch)
 
@@ -42,10 +47,23 @@ def model(task: str) -> dict:
     return SIGNAL_MODEL if task == "signal" else MODEL
 
 
-def epochs_for(num_train: int, batch_size: int = BATCH_SIZE) -> int:
-    """``EPOCHS``, or as many as fit in ``MAX_STEPS`` steps over ``num_train`` series (at least ``MIN_EPOCHS``)."""
-    steps_per_epoch = math.ceil(num_train / max(1, batch_size))  # a bad batch size is TrainConfig's error to raise
-    return max(MIN_EPOCHS, min(EPOCHS, MAX_STEPS // steps_per_epoch))
+def step_ms(batch_size: int, length: int, channels: int) -> float:
+    """The time model: milliseconds a train step of ``MODEL`` takes on the 2-core CPU."""
+    a, b, c = STEP_MS
+    return a + b * batch_size * length * (1 + c * (channels - 1))
+
+
+def max_steps(batch_size: int = BATCH_SIZE, length: int = 1, channels: int = 1) -> int:
+    """``MAX_STEPS``, or as many steps as ``step_ms`` fits in ``STEP_BUDGET_S`` if fewer."""
+    return min(MAX_STEPS, int(1e3 * STEP_BUDGET_S // step_ms(batch_size, length, channels)))
+
+
+def epochs_for(num_train: int, batch_size: int = BATCH_SIZE, length: int = 1, channels: int = 1) -> int:
+    """``EPOCHS``, or as many as fit in ``max_steps`` steps over ``num_train`` series of ``length``
+    steps and ``channels`` (at least ``MIN_EPOCHS``)."""
+    batch_size = max(1, batch_size)  # a bad batch size is TrainConfig's error to raise
+    steps = max_steps(batch_size, length, channels)
+    return max(MIN_EPOCHS, min(EPOCHS, steps // math.ceil(num_train / batch_size)))
 
 
 def shift_margins(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,6 +110,8 @@ def training(x_train: np.ndarray, y_train: np.ndarray, given: dict, task: str = 
     settings = {**TASK_TRAINING[task], **given}
     if task == "classify" and "augment" not in given and class_changed_by_shift(x_train, y_train):
         settings["augment"] = "none"
-    epochs = given.get("epochs", epochs_for(len(x_train), settings["batch_size"]))
+    # the time rule is MODEL's: a signal network's or a vector input's steps are capped by MAX_STEPS alone
+    length, channels = x_train.shape[1:] if task != "signal" and x_train.ndim == 3 else (1, 1)
+    epochs = given.get("epochs", epochs_for(len(x_train), settings["batch_size"], length, channels))
     return {"epochs": epochs, "eval_every": max(1, epochs // EVALUATIONS), "ckpt_every": max(1, epochs // CHECKPOINTS),
             **settings}

@@ -4,6 +4,7 @@ smoothing, the step budget; and ``train`` with no tuning flag on small and odd d
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -84,11 +85,50 @@ def test_the_step_budget_sets_the_epochs(num_train, epochs):
     assert recipe.epochs_for(num_train) == epochs
 
 
+# (series, length, channels) of the eight archive sets: the time rule must leave their epochs as they were.
+EIGHT_SETS = {"GunPoint": (50, 150, 1), "ArrowHead": (36, 251, 1), "ItalyPowerDemand": (67, 24, 1),
+              "OSULeaf": (200, 427, 1), "ACSF1": (100, 1460, 1), "PickupGestureWiimoteZ": (50, 361, 1),
+              "BasicMotions": (40, 100, 6), "JapaneseVowels": (270, 29, 12)}
+
+
+@pytest.mark.parametrize("name", EIGHT_SETS)
+def test_the_time_rule_leaves_the_eight_sets_at_600_epochs(name):
+    num_train, length, channels = EIGHT_SETS[name]
+    assert recipe.epochs_for(num_train, recipe.BATCH_SIZE, length, channels) == recipe.EPOCHS
+
+
+@pytest.mark.parametrize("num_train, batch_size, length, channels",
+                         [(104, 16, 2000, 1), (100, 16, 8000, 1), (12, 16, 20000, 1), (104, 16, 2000, 12),
+                          (1000, 16, 1000, 3), (104, 8, 2000, 1)])
+def test_the_time_rule_caps_the_steps_of_long_series_to_the_budget(num_train, batch_size, length, channels):
+    epochs = recipe.epochs_for(num_train, batch_size, length, channels)
+    steps_per_epoch, ms = math.ceil(num_train / batch_size), recipe.step_ms(batch_size, length, channels)
+    assert epochs < recipe.epochs_for(num_train, batch_size)  # the time binds before the step cap
+    assert epochs * steps_per_epoch * ms <= 1e3 * recipe.STEP_BUDGET_S < (epochs + 1) * steps_per_epoch * ms
+
+
+@pytest.mark.parametrize("grown", [0, 1, 2])
+def test_a_step_takes_longer_with_more_rows_steps_or_channels(grown):
+    shape = [16, 500, 2]
+    bigger = [2 * v if i == grown else v for i, v in enumerate(shape)]
+    assert recipe.step_ms(*bigger) > recipe.step_ms(*shape) > 0
+
+
+@pytest.mark.parametrize("task, capped", [("classify", True), ("regress", True), ("signal", False)])
+def test_the_recipe_caps_the_epochs_of_long_series_by_time_for_the_encoder_only(task, capped):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((104, 3000, 1)).astype(np.float32)
+    y = {"classify": np.arange(104) % 52, "regress": rng.standard_normal((104, 1)), "signal": x}[task]
+    epochs = recipe.training(x, y, {}, task)["epochs"]
+    assert epochs == (recipe.epochs_for(104, recipe.BATCH_SIZE, 3000, 1) if capped else recipe.epochs_for(104))
+    assert (epochs < recipe.EPOCHS) == capped
+
+
 @pytest.mark.parametrize("per_class", [2, 500])
 def test_the_recipe_fills_in_every_setting(per_class):
     x, y = _bumps([6, 24], per_class=per_class)
     settings = recipe.training(x, y, {})
-    assert settings["epochs"] == recipe.epochs_for(len(y))
+    assert settings["epochs"] == recipe.epochs_for(len(y), recipe.BATCH_SIZE, *x.shape[1:])
     assert settings["eval_every"] == max(1, settings["epochs"] // recipe.EVALUATIONS)
     assert {k: settings[k] for k in recipe.TRAINING} == recipe.TRAINING
 

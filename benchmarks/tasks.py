@@ -16,7 +16,8 @@ Nothing is selected on test data. Writes ``benchmarks/results/tasks.{json,md,png
 
     python benchmarks/tasks.py                    # the default recipe's epochs, 3 seeds (long on a CPU)
     python benchmarks/tasks.py --epochs 100       # every run capped at 100 epochs (the results say so)
-    python benchmarks/tasks.py --finetune-seeds 2 # fine-tuning with seeds 0-1 only (each pretrains ~5-10 min)
+    python benchmarks/tasks.py --finetune-seeds 0 1 # fine-tuning with seeds 0-1 only (each pretrains ~5-10 min)
+    python benchmarks/tasks.py --only finetuning --finetune-seeds 2   # add a seed, keep the rest of tasks.json
     python benchmarks/tasks.py --smoke --out /tmp/tasks   # 2 epochs, 1 seed: checks the code paths
 """
 

@@ -85,7 +85,8 @@ def run(name: str, seeds: list[int], scratch: str, epochs_scale: float = 1.0, re
     for seed in seeds:
         given = {**(over or {}), "seed": seed}
         if epochs_scale != 1:
-            given["epochs"] = round(epochs_scale * recipe.epochs_for(len(dataset.y_train)))
+            epochs = recipe.epochs_for(len(dataset.y_train), recipe.BATCH_SIZE, *dataset.x_train.shape[1:])
+            given["epochs"] = round(epochs_scale * epochs)
         config = train_config(given, spec, dataset)
         run_dir = os.path.join(scratch, f"{name}-{seed}")
         start = time.perf_counter()
@@ -372,8 +373,9 @@ def main() -> None:
     if args.report_only:  # the stored runs were measured where and when the stored meta says
         meta.update({k: v for k, v in stored.get("meta", {}).items() if k in ("machine", "jax", "date")})
     full = {}  # the eight sets' rows of the main table, for proxies measured into another --results
-    if os.path.abspath(args.results) != os.path.abspath(RESULTS) and os.path.exists(os.path.join(RESULTS, "accuracy.json")):
-        with open(os.path.join(RESULTS, "accuracy.json")) as f:
+    main_table = os.path.join(RESULTS, "accuracy.json")
+    if os.path.abspath(args.results) != os.path.abspath(RESULTS) and os.path.exists(main_table):
+        with open(main_table) as f:
             full = {r["dataset"]: r for r in json.load(f)["results"]}
     text = markdown(results, longer, meta, full)
     # Through temporaries: a kill mid-write must not lose the stored runs the next invocation merges with.

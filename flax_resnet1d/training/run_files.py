@@ -9,13 +9,15 @@ save and restore."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import jax
 import numpy as np
@@ -27,6 +29,8 @@ from ..io.manifest import Manifest, exclusive, holds_nothing
 from . import distributed
 from .run_config import TrainConfig
 from .steps import TrainState, create_state
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -149,11 +153,15 @@ def checkpoint_manager(run_dir: str, writer: bool = True):
     directory = os.path.join(run_dir, CHECKPOINT_DIR)
     if not writer and not os.path.isdir(directory):
         raise TrainingError(f"{run_dir} has no checkpoint yet")
-    try:
+
+    def manager():
         with formats.quiet_orbax_failures():  # and its warnings about a read-only manager
             options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False, create=writer,
                                                    read_only=not writer)
             return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=("state", "meta"))
+
+    try:
+        return manager() if writer else _despite_retirement(manager, directory)
     except Exception as e:  # e.g. a read-only or full file system, in Orbax's words
         raise atomic.as_os_error(e, directory) from None
 
@@ -254,9 +262,25 @@ def _steps(manager, run_dir: str) -> tuple[list[int], bool]:
     adds meanwhile is found on disk, one it retires is not."""
     own = Manifest.read(run_dir)
     listed = None if own is None else set(own.steps(CHECKPOINT_DIR))
-    manager.reload()
-    steps = set(manager.all_steps())
+
+    def on_disk() -> set[int]:
+        manager.reload()
+        return set(manager.all_steps())
+
+    steps = _despite_retirement(on_disk, os.path.join(run_dir, CHECKPOINT_DIR))
     return sorted(steps if listed is None else steps & listed), bool(listed)
+
+
+def _despite_retirement(read: Callable[[], T], directory: str) -> T:
+    """``read()``, again (up to ``_ROTATIONS`` times) while it fails on a file gone from ``directory``
+    that still exists: a checkpoint the run's writer retired while Orbax listed the directory."""
+    for attempt in range(_ROTATIONS):
+        try:
+            return read()
+        except Exception as e:
+            vanished = getattr(atomic.as_os_error(e, directory), "errno", None) == errno.ENOENT
+            if not vanished or not os.path.isdir(directory) or attempt == _ROTATIONS - 1:
+                raise
 
 
 def _quarantine(own: Manifest | None, epochs: list[int]) -> None:

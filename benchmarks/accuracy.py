@@ -78,7 +78,7 @@ def loaded(name: str) -> tuple[data.Dataset, data.DataSpec]:
     return proxies.load(name), spec
 
 
-def run(name: str, seeds: list[int], scratch: str, epochs_scale: float = 1.0, results: str = RESULTS,
+def run(name: str, seeds: list[int], scratch: str, machine: str, epochs_scale: float = 1.0, results: str = RESULTS,
         over: dict | None = None, tag: str | None = None) -> dict:
     dataset, spec = loaded(name)
     runs = []
@@ -102,22 +102,23 @@ def run(name: str, seeds: list[int], scratch: str, epochs_scale: float = 1.0, re
         print(f"{name} seed {seed}: test accuracy {100 * last['test_accuracy']:.1f}% after {config.epochs} epochs "
               f"in {seconds:.0f} s (compile {result.compile_seconds:.0f} s)", flush=True)
         if tag is not None:
-            search_record(name, tag, over or {}, config, runs[-1], last)
+            search_record(name, tag, over or {}, config, runs[-1], last, machine)
         elif seed == 0 and epochs_scale == 1 and not proxies.is_proxy(name):  # the curve the docs name
             shutil.copy(os.path.join(run_dir, run_files.CURVE_FILE), os.path.join(results, f"accuracy-{name}.png"))
     return summarized({"dataset": name, "train": len(dataset.y_train), "test": len(dataset.y_test),
                        "test_labels": dataset.y_test.tolist(),
                        "length": dataset.length, "channels": dataset.in_planes, "classes": dataset.num_classes,
-                       "normalize": dataset.normalization.how, "augment": config.augment, "epochs": config.epochs,
+                       "normalize": dataset.normalization.how, "augment": config.augment, "shift": config.shift,
+                       "epochs": config.epochs, "machine": machine,
                        "steps": result.history[-1]["step"], "published": PUBLISHED.get(name), "runs": runs,
                        **proxies.baselines(dataset)})
 
 
-def search_record(name: str, tag: str, over: dict, config, measured: dict, last: dict) -> None:
+def search_record(name: str, tag: str, over: dict, config, measured: dict, last: dict, machine: str) -> None:
     """One lever run as a line of ``recipe_search.jsonl`` (the keys of the earlier records)."""
     record = {"name": name, "tag": tag, "seed": config.seed, "over": over, "model": recipe.MODEL,
               "note": f"issue 37 lever: {over or 'the recipe'} on {name}",
-              "machine": f"{cpu_name()}, {os.cpu_count()} cores, both threads, shared (nice 10)",
+              "machine": machine,
               "test": last["test_accuracy"], "train_loss": last["train_loss"], "train_acc": last["train_accuracy"],
               "epochs": config.epochs, "batch_size": config.batch_size, "steps": last["step"],
               "step_ms_median": measured["step_ms_median"], "seconds": measured["seconds"],
@@ -154,9 +155,9 @@ def summarized(entry: dict) -> dict:
 
 def merged(stored: dict | None, measured: dict, same_recipe: bool) -> dict:
     """``measured`` with the stored runs of the seeds not rerun now, if they trained the same
-    recipe for as many epochs, with or without shifts alike: ``--seeds 2`` adds a seed to an entry
-    instead of replacing it."""
-    if stored is None or not same_recipe or any(stored.get(k) != measured[k] for k in ("epochs", "augment")):
+    recipe for as many epochs, with the same shifts: ``--seeds 2`` adds a seed to an entry instead of
+    replacing it."""
+    if stored is None or not same_recipe or any(stored.get(k) != measured[k] for k in ("epochs", "augment", "shift")):
         return measured
     rerun = {r["seed"] for r in measured["runs"]}
     runs = sorted([r for r in stored["runs"] if r["seed"] not in rerun] + measured["runs"], key=lambda r: r["seed"])
@@ -173,6 +174,11 @@ def verdict(r: dict, ours: str = "mean") -> str:
     return "within 1 std" if mean - r[ours] <= std else f"below ({(mean - r[ours]) / std:.1f} std)"
 
 
+def shifts(r: dict) -> str:
+    """The shifts column: the strength, or 'no'."""
+    return f"{r['shift']:.0%}" if r["augment"] == "shift" else "no"
+
+
 def baseline_cells(r: dict) -> str:
     """The 1-NN Euclidean and DTW columns of a row ('-' where not computed)."""
     return " | ".join("-" if r.get(k) is None else f"{r[k]:.1f}" for k in ("nn_euclidean", "nn_dtw"))
@@ -183,8 +189,9 @@ def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | N
     results, proxied = [r for r in results if not proxies.is_proxy(r["dataset"])], \
         [r for r in results if proxies.is_proxy(r["dataset"])]
     lines = [f"Test accuracy (%) of the default recipe, last epoch, mean +- std over seeds {meta['seeds']}; "
-             f"{meta['machine']}. Shifts: whether the recipe trained with random shifts (not where a one-step "
-             "shift moves a class's mean series nearest another class's: `recipe.class_changed_by_shift`). "
+             f"{meta['machine']} (a row measured on another machine says which). Shifts: the most a random "
+             "shift moves a series (`recipe.shift_strength`), or no shifts where a one-step shift moves a class's "
+             "mean series nearest another class's (`recipe.class_changed_by_shift`). "
              "Ensemble: the seeds' test probabilities averaged. 1-NN: nearest training series, Euclidean on the "
              "network's inputs (z-normalized series; per channel for the multivariate sets), and DTW with a "
              f"Sakoe-Chiba band of {proxies.DTW_BAND:.0%} of the length on the "
@@ -195,21 +202,24 @@ def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | N
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if not results:  # proxies measured into a --results of their own
         lines = lines[:1]
+    def elsewhere(r: dict) -> str:
+        return "" if r["machine"] == meta["machine"] else f" ({r['machine']})"
+
     for r in results:
         published = "n/a" if r["published"] is None else f"{r['published'][0]:.1f} +- {r['published'][1]:.1f}"
         lines.append(f"| {r['dataset']} | {r['train']}/{r['test']} | {r['length']} x {r['channels']} | "
-                     f"{r['classes']} | {r['epochs']} ({r['steps']}) | {'yes' if r['augment'] == 'shift' else 'no'} | "
+                     f"{r['classes']} | {r['epochs']} ({r['steps']}) | {shifts(r)} | "
                      f"{r['mean']:.1f} +- {r['std']:.1f} | "
                      f"{'-' if r.get('ensemble') is None else format(r['ensemble'], '.1f')} | "
                      f"{baseline_cells(r)} | {published} | {verdict(r)} | {verdict(r, 'ensemble')} | "
-                     f"{r['seconds_per_run']:.0f} | "
+                     f"{r['seconds_per_run']:.0f}{elsewhere(r)} | "
                      f"{np.mean([x['compile_seconds'] for x in r['runs']]):.0f} | "
                      f"{np.mean([x['step_ms_median'] for x in r['runs']]):.1f} |")
     if proxied:
         main = {**(full or {}), **{r["dataset"]: r for r in results}}
         lines += ["", "Proxies (`benchmarks/proxies.py`): NAME@K is NAME's training split cut to K series per class "
                   f"(stratified, seed {proxies.SUBSAMPLE_SEED}, the same for every training seed), the test split "
-                  "untouched; Synthetic50x2: 50 classes of 3 shapes each at random positions, 2 training series a "
+                  "untouched; Synthetic50x2: 50 classes of 3 shapes each, moved up to 5% from their class's positions, 2 training series a "
                   "class, length 2000. Full split: the recipe on the whole training split (the eight sets' table, "
                   "as measured there).", "",
                   "| data set | train/test | length x channels | classes | epochs (steps) | shifts | seeds | ours | "
@@ -219,11 +229,11 @@ def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | N
             full = main.get(r["dataset"].split("@")[0])
             lines.append(f"| {r['dataset']} | {r['train']}/{r['test']} | {r['length']} x {r['channels']} | "
                          f"{r['classes']} | {r['epochs']} ({r['steps']}) | "
-                         f"{'yes' if r['augment'] == 'shift' else 'no'} | {[x['seed'] for x in r['runs']]} | "
+                         f"{shifts(r)} | {[x['seed'] for x in r['runs']]} | "
                          f"{r['mean']:.1f} +- {r['std']:.1f} | "
                          f"{'-' if r.get('ensemble') is None else format(r['ensemble'], '.1f')} | "
                          f"{baseline_cells(r)} | {'-' if full is None else format(full['mean'], '.1f')} | "
-                         f"{r['seconds_per_run']:.0f} | {np.mean([x['step_ms_median'] for x in r['runs']]):.1f} |")
+                         f"{r['seconds_per_run']:.0f}{elsewhere(r)} | {np.mean([x['step_ms_median'] for x in r['runs']]):.1f} |")
     if longer:
         lines += ["", "Longer budgets (`--epochs-scale`), same recipe otherwise:", "",
                   "| data set | epochs (steps) | seeds | ours | recipe's budget | time per run (s) |",
@@ -321,7 +331,8 @@ def cpu_name() -> str:
 def recipe_fields() -> dict:
     """The recipe's settings as accuracy.json's meta records them."""
     return {"model": recipe.MODEL, "training": recipe.TRAINING, "epochs": recipe.EPOCHS,
-            "max_steps": recipe.MAX_STEPS, "min_epochs": recipe.MIN_EPOCHS}
+            "max_steps": recipe.MAX_STEPS, "min_epochs": recipe.MIN_EPOCHS, "min_steps": recipe.MIN_STEPS,
+            "shift_strengths": list(recipe.SHIFT_STRENGTHS)}
 
 
 def main() -> None:
@@ -346,8 +357,9 @@ def main() -> None:
         parser.error("--over and --tag go together: a lever is filed under its tag")
     os.makedirs(args.results, exist_ok=True)
     path = os.path.join(args.results, "accuracy.json")
+    machine = f"{cpu_name()}, {os.cpu_count()} cores{args.machine_note}"
     with tempfile.TemporaryDirectory() as scratch:
-        measured = [run(name, args.seeds, scratch, args.epochs_scale, args.results, over, args.tag)
+        measured = [run(name, args.seeds, scratch, machine, args.epochs_scale, args.results, over, args.tag)
                     for name in ([] if args.report_only else names)]
     if args.tag:  # a lever's runs are in recipe_search.jsonl; the tables stay the recipe's
         return
@@ -355,8 +367,10 @@ def main() -> None:
     if os.path.exists(path):  # keep what was measured earlier (or meanwhile, by another run) and not rerun now
         with open(path) as f:
             stored = {**stored, **json.load(f)}
-    results = {r["dataset"]: r for r in stored["results"]}
-    longer = {(r["dataset"], r["epochs"]): r for r in stored["longer"]}
+    # entries from before the shift strength and machine were recorded: the stored recipe's shift, the stored machine
+    before = {"shift": stored.get("meta", {}).get("training", {}).get("shift"), "machine": stored.get("meta", {}).get("machine")}
+    results = {r["dataset"]: {**before, **r} for r in stored["results"]}
+    longer = {(r["dataset"], r["epochs"]): {**before, **r} for r in stored["longer"]}
     same_recipe = all(stored.get("meta", {}).get(k) == v for k, v in recipe_fields().items())
     for r in measured:
         table, key = (results, r["dataset"]) if args.epochs_scale == 1 else (longer, (r["dataset"], r["epochs"]))
@@ -367,7 +381,7 @@ def main() -> None:
     order = {name: i for i, name in enumerate(data.ARCHIVE_DATASETS + tuple(proxies.names()))}
     results = sorted(results.values(), key=lambda r: order[r["dataset"]])
     longer = sorted(longer.values(), key=lambda r: (order[r["dataset"]], r["epochs"]))
-    meta = {"machine": f"{cpu_name()}, {os.cpu_count()} cores{args.machine_note}", "jax": jax.__version__,
+    meta = {"machine": machine, "jax": jax.__version__,
             "seeds": sorted({run["seed"] for r in results for run in r["runs"]}), **recipe_fields(),
             "date": time.strftime("%Y-%m-%d")}
     if args.report_only:  # the stored runs were measured where and when the stored meta says

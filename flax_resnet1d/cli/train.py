@@ -147,6 +147,10 @@ def run_train(args: argparse.Namespace) -> int:
             a, b = (dataset.classes[i] for i in recipe.class_changed_by_shift(dataset.x_train, dataset.y_train))
             print(f"recipe: no random shifts, since class {a}'s mean series moved one step is nearer class {b}'s "
                   "than its own (timing tells the classes apart); --augment shift forces them")
+        if config.task == "classify" and "shift" not in given and config.augment == "shift" \
+                and config.shift != recipe.TRAINING["shift"]:  # the recipe's neighbour check
+            print(f"recipe: random shifts of up to {config.shift:.0%} of the length, since moved that far more "
+                  "training series lie nearest one of their own class; --shift sets it")
     start = time.perf_counter()
     inputs = () if "resume" in given else data.input_files(spec)  # a run directory holding them is not replaced
     result = loop.fit(config, dataset, run_dir, resume="resume" in given, overwrite=given.get("overwrite", False),

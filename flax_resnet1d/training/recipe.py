@@ -1,7 +1,7 @@
 """The default recipe: every setting of ``flax-resnet1d train`` a user leaves out.
 
-Chosen once for all data sets, from the training split only (its size, and whether a shift
-changes its classes), never from test data; docs/recipe.md gives the measurements behind each
+Chosen once for all data sets, from the training split only (its size and length, whether a shift
+changes its classes, how far a shift may move them), never from test data; docs/recipe.md gives the measurements behind each
 choice. Framework-free, like ``plan``: ``run_config.train_config`` applies it for the CLI and the
 benchmarks, and ``config.json`` records what it chose.
 """
@@ -24,11 +24,18 @@ BATCH_SIZE = 16
 EPOCHS = 600
 MAX_STEPS = 12000  # large training sets get fewer epochs...
 MIN_EPOCHS = 20  # ...but at least this many passes
+MIN_STEPS = 2400  # small ones more epochs: a set of 2 series a class trains 600 steps in 600 epochs
 # The time rule (docs/recipe.md#time): a train step of MODEL at batch B on series of L steps and C
 # channels takes at most a + b * B * L * (1 + c * (C - 1)) ms on the 2-core CPU, (a, b, c) = STEP_MS;
 # a run's steps are capped to fit STEP_BUDGET_S, the rest of 10 minutes left to evaluation and start-up.
 STEP_MS = (5.0, 4.9e-3, 0.01)
 STEP_BUDGET_S = 540
+# The shifts' strength (docs/recipe.md#shift-strength): the default, or a stronger one where moving
+# series that far makes more of them find their class's other series (leave-one-out 1-NN) on the
+# training split; a neighbour check of at most NEIGHBOUR_SERIES series (its cost grows with their square).
+SHIFT_STRENGTHS = (0.1, 0.3)
+NEIGHBOUR_SERIES = 256
+NEIGHBOUR_MOVES = 50  # moves tried each way at the strongest strength, at most
 EVALUATIONS = 50  # test-set evaluations per run (and the last epoch): the learning curve's points
 CHECKPOINTS = 10  # checkpoints per run (and the last epoch)
 
@@ -59,11 +66,12 @@ def max_steps(batch_size: int = BATCH_SIZE, length: int = 1, channels: int = 1) 
 
 
 def epochs_for(num_train: int, batch_size: int = BATCH_SIZE, length: int = 1, channels: int = 1) -> int:
-    """``EPOCHS``, or as many as fit in ``max_steps`` steps over ``num_train`` series of ``length``
-    steps and ``channels`` (at least ``MIN_EPOCHS``)."""
+    """``EPOCHS``, or enough for ``MIN_STEPS`` steps if more, over ``num_train`` series of ``length``
+    steps and ``channels``; as many as fit in ``max_steps`` if fewer (at least ``MIN_EPOCHS``)."""
     batch_size = max(1, batch_size)  # a bad batch size is TrainConfig's error to raise
-    steps = max_steps(batch_size, length, channels)
-    return max(MIN_EPOCHS, min(EPOCHS, steps // math.ceil(num_train / batch_size)))
+    per_epoch = math.ceil(num_train / batch_size)
+    wanted = max(EPOCHS, math.ceil(MIN_STEPS / per_epoch))
+    return max(MIN_EPOCHS, min(wanted, max_steps(batch_size, length, channels) // per_epoch))
 
 
 def shift_margins(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,12 +112,49 @@ def class_changed_by_shift(x: np.ndarray, y: np.ndarray) -> tuple[int, int] | No
     return int(classes[a]), int(classes[nearest[a, j]])
 
 
+def neighbour_accuracies(x: np.ndarray, y: np.ndarray, strengths=SHIFT_STRENGTHS) -> list[float]:
+    """For each strength: the leave-one-out 1-NN accuracy of the series ``x`` (at most
+    ``NEIGHBOUR_SERIES`` of them, a fixed choice), the distance of two series being the least squared
+    Euclidean one over moves of the second by up to ``strength`` of the length, edge-filled like the
+    shifts (every ``max(1, moves // NEIGHBOUR_MOVES)`` steps)."""
+    if len(x) > NEIGHBOUR_SERIES:
+        keep = np.sort(np.random.default_rng(0).choice(len(x), NEIGHBOUR_SERIES, replace=False))
+        x, y = x[keep], y[keep]
+    x = np.asarray(x, np.float64)
+    n, length = x.shape[:2]
+    flat = x.reshape(n, -1)
+    norms = (flat**2).sum(1)
+    limits = [round(s * length) for s in strengths]
+    stride = max(1, limits[-1] // NEIGHBOUR_MOVES)
+    nearest = [np.full((n, n), np.inf) for _ in strengths]
+    for move in range(-limits[-1] // stride * stride, limits[-1] + 1, stride):
+        moved = shifted(x, np.full(n, move)).reshape(n, -1)
+        distance = norms[:, None] + (moved**2).sum(1)[None, :] - 2 * flat @ moved.T
+        for best, limit in zip(nearest, limits):
+            if abs(move) <= limit:
+                np.minimum(best, distance, out=best)
+    accuracies = []
+    for best in nearest:
+        np.fill_diagonal(best, np.inf)
+        accuracies.append(float(np.mean(y[best.argmin(1)] == y)))
+    return accuracies
+
+
+def shift_strength(x: np.ndarray, y: np.ndarray) -> float:
+    """The strength of ``SHIFT_STRENGTHS`` of the best ``neighbour_accuracies``, the weaker on a tie:
+    the stronger shifts only where moving series that far makes them find their own class more often."""
+    accuracies = neighbour_accuracies(x, y)
+    return SHIFT_STRENGTHS[int(np.argmax(accuracies))]
+
+
 def training(x_train: np.ndarray, y_train: np.ndarray, given: dict, task: str = "classify") -> dict:
     """Training settings for the training split ``(x_train, y_train)`` of ``task``: ``given`` (the
     user's options, TrainConfig field names) over the recipe's."""
     settings = {**TASK_TRAINING[task], **given}
     if task == "classify" and "augment" not in given and class_changed_by_shift(x_train, y_train):
         settings["augment"] = "none"
+    if task == "classify" and settings["augment"] == "shift" and "shift" not in given:
+        settings["shift"] = shift_strength(x_train, y_train)
     # the time rule is MODEL's: a signal network's or a vector input's steps are capped by MAX_STEPS alone
     length, channels = x_train.shape[1:] if task != "signal" and x_train.ndim == 3 else (1, 1)
     epochs = given.get("epochs", epochs_for(len(x_train), settings["batch_size"], length, channels))

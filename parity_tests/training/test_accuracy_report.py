@@ -7,8 +7,8 @@ import pytest
 import shift_probe
 
 
-def entry(epochs: int, runs: dict[int, float], augment: str = "shift") -> dict:
-    return {"dataset": "ACSF1", "epochs": epochs, "augment": augment,
+def entry(epochs: int, runs: dict[int, float], augment: str = "shift", shift: float = 0.1) -> dict:
+    return {"dataset": "ACSF1", "epochs": epochs, "augment": augment, "shift": shift,
             "runs": [{"seed": seed, "test_accuracy": acc, "seconds": 10.0 * (seed + 1)} for seed, acc in runs.items()]}
 
 
@@ -21,10 +21,12 @@ def test_rerunning_one_seed_keeps_the_others_and_recomputes_the_summary():
     assert got["seconds_per_run"] == pytest.approx(20.0)
 
 
-@pytest.mark.parametrize("same_recipe, stored_epochs, stored_augment",
-                         [(False, 1200, "shift"), (True, 600, "shift"), (True, 1200, "none")])
-def test_runs_of_another_recipe_or_budget_are_replaced_not_merged(same_recipe, stored_epochs, stored_augment):
-    stored = accuracy.summarized(entry(stored_epochs, {0: 0.89, 1: 0.91}, stored_augment))
+@pytest.mark.parametrize("same_recipe, stored_epochs, stored_augment, stored_shift",
+                         [(False, 1200, "shift", 0.1), (True, 600, "shift", 0.1), (True, 1200, "none", 0.1),
+                          (True, 1200, "shift", 0.3)])
+def test_runs_of_another_recipe_or_budget_are_replaced_not_merged(same_recipe, stored_epochs, stored_augment,
+                                                                  stored_shift):
+    stored = accuracy.summarized(entry(stored_epochs, {0: 0.89, 1: 0.91}, stored_augment, stored_shift))
     measured = accuracy.summarized(entry(1200, {2: 0.80}))
     assert accuracy.merged(stored, measured, same_recipe) == measured
 

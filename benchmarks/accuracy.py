@@ -16,7 +16,7 @@ files the runs under ``longer`` (the evidence that a set has plateaued), leaving
 A stored entry keeps the runs of the seeds not given now, if they trained the same recipe.
 
 The proxies (``proxies.py``: ``NAME@K``, a set's training split cut to K series per class, and the
-synthetic ``Synthetic50x2``) train the same way, a Dataset with fewer training series, and get a
+synthetic ``Synthetic50x2`` and ``Periodic50x2``) train the same way, a Dataset with fewer training series, and get a
 table of their own, next to the recipe on the full split. Every row has the 1-NN baselines
 (Euclidean and DTW, ``proxies.baselines``). ``--over KEY=VALUE`` (``train`` options, JSON values)
 measures a lever instead: each run is appended to ``recipe_search.jsonl`` under ``--tag``, and the
@@ -219,8 +219,9 @@ def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | N
         main = {**(full or {}), **{r["dataset"]: r for r in results}}
         lines += ["", "Proxies (`benchmarks/proxies.py`): NAME@K is NAME's training split cut to K series per class "
                   f"(stratified, seed {proxies.SUBSAMPLE_SEED}, the same for every training seed), the test split "
-                  "untouched; Synthetic50x2: 50 classes of 3 shapes each, moved up to 5% from their class's positions, 2 training series a "
-                  "class, length 2000. Full split: the recipe on the whole training split (the eight sets' table, "
+                  "untouched; Synthetic50x2: 50 classes of 3 shapes each, moved up to 5% from their class's positions, "
+                  "2 training series a class, length 2000; Periodic50x2: 50 classes of a beat each, repeated from a "
+                  "random phase, the same sizes. Full split: the recipe on the whole training split (the eight sets' table, "
                   "as measured there).", "",
                   "| data set | train/test | length x channels | classes | epochs (steps) | shifts | seeds | ours | "
                   "ensemble | 1-NN ED | 1-NN DTW | full split | time per run (s) | ms/step |",

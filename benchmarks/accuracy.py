@@ -333,7 +333,8 @@ def recipe_fields() -> dict:
     """The recipe's settings as accuracy.json's meta records them."""
     return {"model": recipe.MODEL, "training": recipe.TRAINING, "epochs": recipe.EPOCHS,
             "max_steps": recipe.MAX_STEPS, "min_epochs": recipe.MIN_EPOCHS, "min_steps": recipe.MIN_STEPS,
-            "shift_strengths": list(recipe.SHIFT_STRENGTHS)}
+            "shift_strengths": list(recipe.SHIFT_STRENGTHS), "step_ms": list(recipe.STEP_MS),
+            "step_budget_s": recipe.STEP_BUDGET_S}
 
 
 def main() -> None:

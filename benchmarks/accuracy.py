@@ -236,15 +236,16 @@ def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | N
                          f"{baseline_cells(r)} | {'-' if full is None else format(full['mean'], '.1f')} | "
                          f"{r['seconds_per_run']:.0f}{elsewhere(r)} | {np.mean([x['step_ms_median'] for x in r['runs']]):.1f} |")
     if longer:
-        lines += ["", "Longer budgets (`--epochs-scale`), same recipe otherwise:", "",
-                  "| data set | epochs (steps) | seeds | ours | recipe's budget | time per run (s) |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "Longer budgets (`--epochs-scale`), the recipe of their date otherwise:", "",
+                  "| data set | epochs (steps) | shifts | seeds | ours | recipe's budget | time per run (s) |",
+                  "|---|---|---|---|---|---|---|"]
         main = {r["dataset"]: r for r in results}
         for r in longer:
             base = main.get(r["dataset"])
             base_text = "-" if base is None else f"{base['mean']:.1f} +- {base['std']:.1f} ({base['epochs']} epochs)"
-            lines.append(f"| {r['dataset']} | {r['epochs']} ({r['steps']}) | {[x['seed'] for x in r['runs']]} | "
-                         f"{r['mean']:.1f} +- {r['std']:.1f} | {base_text} | {r['seconds_per_run']:.0f} |")
+            lines.append(f"| {r['dataset']} | {r['epochs']} ({r['steps']}) | {shifts(r)} | "
+                         f"{[x['seed'] for x in r['runs']]} | {r['mean']:.1f} +- {r['std']:.1f} | {base_text} | "
+                         f"{r['seconds_per_run']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

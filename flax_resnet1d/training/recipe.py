@@ -1,9 +1,9 @@
 """The default recipe: every setting of ``flax-resnet1d train`` a user leaves out.
 
 Chosen once for all data sets, from the training split only (its size and length, whether a shift
-changes its classes, how far a shift may move them), never from test data; docs/recipe.md gives the measurements behind each
-choice. Framework-free, like ``plan``: ``run_config.train_config`` applies it for the CLI and the
-benchmarks, and ``config.json`` records what it chose.
+changes its classes, how far a shift may move them), never from test data; docs/recipe.md gives the
+measurements behind each choice. Framework-free, like ``plan``: ``run_config.train_config`` applies
+it for the CLI and the benchmarks, and ``config.json`` records what it chose.
 """
 
 from __future__ import annotations

@@ -88,10 +88,12 @@ def test_the_step_budget_sets_the_epochs(num_train, epochs):
 # The eight archive sets: (series, length, channels), and what the recipe chooses for them from their
 # training split (docs/accuracy.md's table): augmentation, shift strength, epochs.
 EIGHT_SETS = {"GunPoint": ((50, 150, 1), ("shift", 0.1, 600)), "ArrowHead": ((36, 251, 1), ("shift", 0.1, 800)),
-              "ItalyPowerDemand": ((67, 24, 1), ("none", None, 600)), "OSULeaf": ((200, 427, 1), ("shift", 0.3, 600)),
+              "ItalyPowerDemand": ((67, 24, 1), ("none", None, 600)),
+              "OSULeaf": ((200, 427, 1), ("shift", 0.3, 600)),
               "ACSF1": ((100, 1460, 1), ("none", None, 588)),
               "PickupGestureWiimoteZ": ((50, 361, 1), ("shift", 0.1, 600)),
-              "BasicMotions": ((40, 100, 6), ("shift", 0.1, 800)), "JapaneseVowels": ((270, 29, 12), ("shift", 0.1, 600))}
+              "BasicMotions": ((40, 100, 6), ("shift", 0.1, 800)),
+              "JapaneseVowels": ((270, 29, 12), ("shift", 0.1, 600))}
 
 
 @pytest.mark.parametrize("name", EIGHT_SETS)

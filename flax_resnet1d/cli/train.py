@@ -91,6 +91,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                f"{default['shift']})")
     t.add_argument("--augment-fraction", type=float, help=f"augment only this first fraction of the epochs (default "
                                                           f"{default['augment_fraction']})")
+    t.add_argument("--stretch", type=float,
+                   help="resample each shifted series by a random factor within 1 +- this, its features lasting "
+                        f"longer or shorter (default {default['stretch']})")
     t.add_argument("--label-smoothing", type=float, help=f"classify (default {default['label_smoothing']})")
     t.add_argument("--loss", choices=("mse", "l1"), help="regress and signal (default mse)")
     t.add_argument("--noise", type=float, metavar="SIGMA",

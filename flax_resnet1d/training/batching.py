@@ -48,7 +48,9 @@ def augmentation(config: TrainConfig, epoch: int) -> Augmentation | None:
     put a level step into it). Its length, frequencies and amplitudes stay as they are, so the
     step compiles once and evaluation sees what training saw. A signal target moves with its
     input. Only the first ``augment_fraction`` of the epochs are shifted; the rest, at the low end
-    of the schedule, fit the series as they are.
+    of the schedule, fit the series as they are. With ``stretch``, each shifted series is first
+    resampled about its middle by a random factor within 1 +- ``stretch`` (``data.stretched``): its
+    features last longer or shorter, as a beat does at another rate.
 
     ``noise``: Gaussian noise of standard deviation ``noise`` (in the normalized inputs' units) is
     added to every input, in every epoch, after the shift; the target stays clean (denoising).
@@ -63,9 +65,10 @@ def augmentation(config: TrainConfig, epoch: int) -> Augmentation | None:
         if shifts:
             reach = int(config.shift * x.shape[1])
             moves = shift_rng.integers(-reach, reach + 1, config.batch_size)[rows]
-            out["x"] = data.shifted(x, moves)
-            if config.task == "signal":
-                out["y"] = data.shifted(batch["y"], moves)
+            factors = shift_rng.uniform(1 - config.stretch, 1 + config.stretch, config.batch_size)[rows]
+            keys = ("x", "y") if config.task == "signal" else ("x",)
+            for key in keys:
+                out[key] = data.shifted(data.stretched(batch[key], factors) if config.stretch else batch[key], moves)
         if config.noise:
             noise = noise_rng.standard_normal((config.batch_size, *x.shape[1:]), dtype=np.float32)[rows]
             out["x"] = out["x"] + np.float32(config.noise) * noise

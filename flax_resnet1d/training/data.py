@@ -170,6 +170,18 @@ def shifted(x: np.ndarray, shift: np.ndarray) -> np.ndarray:
     return x[np.arange(len(shift))[:, None], source]
 
 
+def stretched(x: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """(B, L, C) series each resampled about its middle step so that its features last ``factor[b]``
+    times as long (linear interpolation; past either end, the series' first or last value)."""
+    length = x.shape[1]
+    middle = (length - 1) / 2
+    source = np.clip(middle + (np.arange(length)[None, :] - middle) / factor[:, None], 0, length - 1)
+    left = np.clip(np.floor(source), 0, max(length - 2, 0)).astype(np.int64)
+    weight = (source - left)[..., None].astype(x.dtype)
+    rows = np.arange(len(factor))[:, None]
+    return (1 - weight) * x[rows, left] + weight * x[rows, np.minimum(left + 1, length - 1)]
+
+
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
     """Where a run's data comes from; saved in the run's config so ``eval`` can reload it.

@@ -40,7 +40,7 @@ EVALUATIONS = 50  # test-set evaluations per run (and the last epoch): the learn
 CHECKPOINTS = 10  # checkpoints per run (and the last epoch)
 
 TRAINING = {"batch_size": BATCH_SIZE, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.1, "schedule": "cosine",
-            "augment": "shift", "shift": 0.1, "augment_fraction": 0.7, "label_smoothing": 0.1}
+            "augment": "shift", "shift": 0.1, "stretch": 0.0, "augment_fraction": 0.7, "label_smoothing": 0.1}
 # Regression and signal tasks: the classifier's optimization, without what is a classifier's
 # (label smoothing), and without shifts for regression (a shift may change a target read off the
 # series' timing; nothing in the data says) and signals (the target moves with them: no gain).

@@ -61,6 +61,7 @@ class TrainConfig:
     augment_fraction: float = 1.0  # the first ``ceil(augment_fraction * epochs)`` epochs are augmented
     label_smoothing: float = 0.0
     loss: str = "cross_entropy"  # of the task: LOSSES
+    stretch: float = 0.0  # shifted series also resampled by a random factor in 1 +- stretch
     noise: float = 0.0  # std of the Gaussian noise added to the inputs each step (normalized units)
     init: str | None = None  # the checkpoint the run started from (absolute path), and its sha256
     init_sha256: str | None = None
@@ -74,7 +75,8 @@ class TrainConfig:
         if not isinstance(self.model, tuple(CONFIGS.values())) or not isinstance(self.data, DataSpec):
             raise TrainingError(f"model and data must be a family config and a DataSpec, got "
                                 f"{type(self.model).__name__} and {type(self.data).__name__}")
-        for name in ("lr", "momentum", "weight_decay", "label_smoothing", "shift", "augment_fraction", "noise"):
+        for name in ("lr", "momentum", "weight_decay", "label_smoothing", "shift", "augment_fraction", "stretch",
+                     "noise"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TrainingError(f"{name} must be a number, got {type(value).__name__} {value!r}")
@@ -89,7 +91,7 @@ class TrainConfig:
             raise TrainingError(f"seed must be below 2**32, got {self.seed}")
         for name, value, high in (("momentum", self.momentum, 1), ("weight_decay", self.weight_decay, math.inf),
                                   ("label_smoothing", self.label_smoothing, 1), ("shift", self.shift, 1),
-                                  ("noise", self.noise, math.inf)):
+                                  ("stretch", self.stretch, 1), ("noise", self.noise, math.inf)):
             if not (math.isfinite(value) and 0 <= value < high):
                 raise TrainingError(f"{name} must be a finite number in [0, {high}), got {value}")
         if not (math.isfinite(self.augment_fraction) and 0 < self.augment_fraction <= 1):
@@ -126,6 +128,9 @@ class TrainConfig:
             raise TrainingError(f"label smoothing applies to classify, not to the task {task}")
         if self.data.vector and self.augment != "none":
             raise TrainingError(f"--augment {self.augment} moves series; a DecoderNet1d's inputs are vectors")
+        if self.stretch and self.augment == "none":
+            raise TrainingError(f"stretch {self.stretch} resamples the shifted series; it needs --augment shift, "
+                                f"got --augment none")
         if self.freeze not in FREEZE:
             raise TrainingError(f"unknown freeze {self.freeze!r}; expected one of {', '.join(FREEZE)}")
         if self.freeze == "body" and arch != "EncoderNet1d":
@@ -166,8 +171,8 @@ TASK_HINT = {"classify": "classification needs EncoderNet1d (integer labels y (N
 PRESET_KERNEL_SIZE = 3  # the MDNC presets' own
 
 TRAINING_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "warmup_epochs", "momentum",
-                    "weight_decay", "augment", "shift", "augment_fraction", "label_smoothing", "loss", "noise", "seed",
-                    "dtype", "eval_every", "ckpt_every", "keep", "freeze")
+                    "weight_decay", "augment", "shift", "augment_fraction", "stretch", "label_smoothing", "loss", "noise",
+                    "seed", "dtype", "eval_every", "ckpt_every", "keep", "freeze")
 DATA_OPTIONS = ("dataset", "test_data", "test_fraction", "layout", "normalize", "task")
 MODEL_OPTIONS = ("arch", "preset", "channel", "layers", "block", "kernel_size")
 

@@ -48,6 +48,41 @@ def test_shifted_moves_and_repeats_the_edge_values():
     assert out.dtype == x.dtype and np.array_equal(out, [[1, 1, 1, 2, 3], [2, 3, 4, 5, 5], [1, 2, 3, 4, 5]])
 
 
+@pytest.mark.parametrize("factor", [1.0, 1.25, 0.8, 2.0, 0.5])
+def test_stretched_resamples_about_the_middle_and_repeats_the_edge_values(factor):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 17, 3)).astype(np.float32)
+    out = data.stretched(x, np.array([factor, 1.0]))
+    middle, steps = 8, np.arange(17)
+    source = np.clip(middle + (steps - middle) / factor, 0, 16)  # where each step reads the series
+    expected = np.stack([np.interp(source, steps, x[0, :, c]) for c in range(3)], axis=1)
+    assert out.dtype == x.dtype and out.shape == x.shape
+    np.testing.assert_allclose(out[0], expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out[1], x[1], rtol=1e-6, atol=1e-6)  # factor 1: the series itself
+    if factor < 1:  # shorter: the ends repeat the first and last values
+        assert np.all(out[0, 0] == x[0, 0]) and np.all(out[0, -1] == x[0, -1])
+
+
+def test_stretches_are_replayable_the_same_whatever_the_process_split_and_bounded():
+    dataset = synthetic_dataset(n_train=40, length=32)
+    config = tiny_config(dataset, augment="shift", shift=0.25, stretch=0.2)
+    stretched, again = _epoch_batches(config, dataset), _epoch_batches(config, dataset)
+    halves = [_epoch_batches(config, dataset, slice(i, i + 8)) for i in (0, 8)]
+    plain = _epoch_batches(dataclasses.replace(config, augment="none", stretch=0.0), dataset)
+    factors = []
+    for b, batch in enumerate(stretched):
+        for key in batch:
+            assert np.array_equal(batch[key], again[b][key])
+            assert np.array_equal(batch[key], np.concatenate([h[b][key] for h in halves]))
+        for moved, series in zip(batch["x"], plain[b]["x"]):  # each row: its series stretched, then shifted
+            grid = np.linspace(0.8, 1.2, 401)
+            errors = [min(np.abs(moved - data.shifted(data.stretched(series[None], np.array([f])), np.array([k]))[0])
+                          .max() for k in range(-8, 9)) for f in grid]
+            factors.append(grid[int(np.argmin(errors))])
+            assert min(errors) < 0.05
+    assert min(factors) < 0.95 and max(factors) > 1.05  # they stretch, both ways
+
+
 @pytest.mark.parametrize("fraction, augmented", [(1.0, 6), (0.5, 3), (0.4, 3), (0.01, 1)])
 def test_only_the_first_augment_fraction_of_the_epochs_is_augmented(fraction, augmented):
     dataset = synthetic_dataset(n_train=40, length=32)

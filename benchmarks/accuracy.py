@@ -221,20 +221,21 @@ def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | N
                   f"(stratified, seed {proxies.SUBSAMPLE_SEED}, the same for every training seed), the test split "
                   "untouched; Synthetic50x2: 50 classes of 3 shapes each, moved up to 5% from their class's positions, "
                   "2 training series a class, length 2000; Periodic50x2: 50 classes of a beat each, repeated from a "
-                  "random phase, the same sizes. Full split: the recipe on the whole training split (the eight sets' table, "
-                  "as measured there).", "",
+                  "random phase, the same sizes. Full split: the recipe on the whole training split (the eight sets' "
+                  "table, as measured there).", "",
                   "| data set | train/test | length x channels | classes | epochs (steps) | shifts | seeds | ours | "
                   "ensemble | 1-NN ED | 1-NN DTW | full split | time per run (s) | ms/step |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in proxied:
-            full = main.get(r["dataset"].split("@")[0])
+            full = main.get(r["dataset"].split("@")[0]) if "@" in r["dataset"] else None  # synthetic: no full split
             lines.append(f"| {r['dataset']} | {r['train']}/{r['test']} | {r['length']} x {r['channels']} | "
                          f"{r['classes']} | {r['epochs']} ({r['steps']}) | "
                          f"{shifts(r)} | {[x['seed'] for x in r['runs']]} | "
                          f"{r['mean']:.1f} +- {r['std']:.1f} | "
                          f"{'-' if r.get('ensemble') is None else format(r['ensemble'], '.1f')} | "
                          f"{baseline_cells(r)} | {'-' if full is None else format(full['mean'], '.1f')} | "
-                         f"{r['seconds_per_run']:.0f}{elsewhere(r)} | {np.mean([x['step_ms_median'] for x in r['runs']]):.1f} |")
+                         f"{r['seconds_per_run']:.0f}{elsewhere(r)} | "
+                         f"{np.mean([x['step_ms_median'] for x in r['runs']]):.1f} |")
     if longer:
         lines += ["", "Longer budgets (`--epochs-scale`), the recipe of their date otherwise:", "",
                   "| data set | epochs (steps) | shifts | seeds | ours | recipe's budget | time per run (s) |",
@@ -371,7 +372,8 @@ def main() -> None:
         with open(path) as f:
             stored = {**stored, **json.load(f)}
     # entries from before the shift strength and machine were recorded: the stored recipe's shift, the stored machine
-    before = {"shift": stored.get("meta", {}).get("training", {}).get("shift"), "machine": stored.get("meta", {}).get("machine")}
+    stored_meta = stored.get("meta", {})
+    before = {"shift": stored_meta.get("training", {}).get("shift"), "machine": stored_meta.get("machine")}
     results = {r["dataset"]: {**before, **r} for r in stored["results"]}
     longer = {(r["dataset"], r["epochs"]): {**before, **r} for r in stored["longer"]}
     same_recipe = all(stored.get("meta", {}).get(k) == v for k, v in recipe_fields().items())

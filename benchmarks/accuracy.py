@@ -70,17 +70,19 @@ PUBLISHED = {
 
 def loaded(name: str) -> tuple[data.Dataset, data.DataSpec]:
     """The data set ``name`` and its spec as ``train --dataset NAME`` builds them; a proxy is its
-    Dataset with the spec of its archive set (or of a .npz, for a synthetic set)."""
+    Dataset with the spec of its archive set (or of a .npz, for a synthetic set). The series are as
+    loaded: ``data.capped(dataset, spec.max_length)`` resamples the long ones as ``data.load`` does."""
     if not proxies.is_proxy(name):
         return data.load_archive(name), data_spec({"dataset": name})
     base = name.split("@")[0]
-    spec = data.DataSpec(f"{name}.npz") if name in proxies.SYNTHETIC else data_spec({"dataset": base})
+    spec = data_spec({"dataset": f"{name}.npz"}) if name in proxies.SYNTHETIC else data_spec({"dataset": base})
     return proxies.load(name), spec
 
 
 def run(name: str, seeds: list[int], scratch: str, machine: str, epochs_scale: float = 1.0, results: str = RESULTS,
         over: dict | None = None, tag: str | None = None) -> dict:
-    dataset, spec = loaded(name)
+    loaded_set, spec = loaded(name)
+    dataset = data.capped(loaded_set, spec.max_length)
     runs = []
     for seed in seeds:
         given = {**(over or {}), "seed": seed}
@@ -107,7 +109,8 @@ def run(name: str, seeds: list[int], scratch: str, machine: str, epochs_scale: f
             shutil.copy(os.path.join(run_dir, run_files.CURVE_FILE), os.path.join(results, f"accuracy-{name}.png"))
     return summarized({"dataset": name, "train": len(dataset.y_train), "test": len(dataset.y_test),
                        "test_labels": dataset.y_test.tolist(),
-                       "length": dataset.length, "channels": dataset.in_planes, "classes": dataset.num_classes,
+                       "length": loaded_set.length, "input_length": dataset.length,
+                       "channels": dataset.in_planes, "classes": dataset.num_classes,
                        "normalize": dataset.normalization.how, "augment": config.augment, "shift": config.shift,
                        "epochs": config.epochs, "machine": machine,
                        "steps": result.history[-1]["step"], "published": PUBLISHED.get(name), "runs": runs,
@@ -174,6 +177,12 @@ def verdict(r: dict, ours: str = "mean") -> str:
     return "within 1 std" if mean - r[ours] <= std else f"below ({(mean - r[ours]) / std:.1f} std)"
 
 
+def lengths(r: dict) -> str:
+    """The length column: the series' length, and the one the network saw where resampled."""
+    return f"{r['length']}" if r.get("input_length", r["length"]) == r["length"] else \
+        f"{r['length']} -> {r['input_length']}"
+
+
 def shifts(r: dict) -> str:
     """The shifts column: the strength, or 'no'."""
     return f"{r['shift']:.0%}" if r["augment"] == "shift" else "no"
@@ -207,7 +216,7 @@ def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | N
 
     for r in results:
         published = "n/a" if r["published"] is None else f"{r['published'][0]:.1f} +- {r['published'][1]:.1f}"
-        lines.append(f"| {r['dataset']} | {r['train']}/{r['test']} | {r['length']} x {r['channels']} | "
+        lines.append(f"| {r['dataset']} | {r['train']}/{r['test']} | {lengths(r)} x {r['channels']} | "
                      f"{r['classes']} | {r['epochs']} ({r['steps']}) | {shifts(r)} | "
                      f"{r['mean']:.1f} +- {r['std']:.1f} | "
                      f"{'-' if r.get('ensemble') is None else format(r['ensemble'], '.1f')} | "
@@ -228,7 +237,7 @@ def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | N
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in proxied:
             full = main.get(r["dataset"].split("@")[0]) if "@" in r["dataset"] else None  # synthetic: no full split
-            lines.append(f"| {r['dataset']} | {r['train']}/{r['test']} | {r['length']} x {r['channels']} | "
+            lines.append(f"| {r['dataset']} | {r['train']}/{r['test']} | {lengths(r)} x {r['channels']} | "
                          f"{r['classes']} | {r['epochs']} ({r['steps']}) | "
                          f"{shifts(r)} | {[x['seed'] for x in r['runs']]} | "
                          f"{r['mean']:.1f} +- {r['std']:.1f} | "
@@ -336,7 +345,7 @@ def recipe_fields() -> dict:
     return {"model": recipe.MODEL, "training": recipe.TRAINING, "epochs": recipe.EPOCHS,
             "max_steps": recipe.MAX_STEPS, "min_epochs": recipe.MIN_EPOCHS, "min_steps": recipe.MIN_STEPS,
             "shift_strengths": list(recipe.SHIFT_STRENGTHS), "step_ms": list(recipe.STEP_MS),
-            "step_budget_s": recipe.STEP_BUDGET_S}
+            "step_budget_s": recipe.STEP_BUDGET_S, "max_length": recipe.MAX_LENGTH}
 
 
 def main() -> None:

@@ -46,7 +46,7 @@ def run_eval(args: argparse.Namespace) -> int:
     dataset = loop.model_inputs(data.load(config.data), config.model)
     if args.data:
         name = os.path.basename(args.data)
-        x, y = data.load_like(dataset, args.data, args.layout)
+        x, y = data.load_like(dataset, args.data, args.layout, config.data.max_length)
         padded = data.Dataset(name, x, y, x, y, dataset.classes, task=dataset.task)  # as the run's inputs
         padded = loop.model_inputs(padded, config.model)
         check_takes(config, padded, args.data, args.layout)

@@ -51,6 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="series: z-normalize each channel of each series (UCR convention; default for univariate "
                         "sets and .npz); channel: standardize each channel with training-set statistics (default "
                         f"for {', '.join(data.MULTIVARIATE_DATASETS)}); none")
+    d.add_argument("--max-length", type=int, metavar="STEPS",
+                   help=f"resample series longer than this to this many steps (linear interpolation, after the "
+                        f"normalization; prediction does the same), classify and regress; 0: keep every length "
+                        f"(default {recipe.MAX_LENGTH})")
 
     default_model = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                              for k, v in recipe.MODEL.items())
@@ -150,6 +154,10 @@ def run_train(args: argparse.Namespace) -> int:
             a, b = (dataset.classes[i] for i in recipe.class_changed_by_shift(dataset.x_train, dataset.y_train))
             print(f"recipe: no random shifts, since class {a}'s mean series moved one step is nearer class {b}'s "
                   "than its own (timing tells the classes apart); --augment shift forces them")
+        if "max_length" not in given and not dataset.is_vector and config.task != "signal" \
+                and dataset.length == recipe.MAX_LENGTH:
+            print(f"recipe: series longer than {recipe.MAX_LENGTH} steps resampled to {recipe.MAX_LENGTH}; "
+                  "--max-length sets it")
         if config.task == "classify" and "shift" not in given and config.augment == "shift" \
                 and config.shift != recipe.TRAINING["shift"]:  # the recipe's neighbour check
             print(f"recipe: random shifts of up to {config.shift:.0%} of the length, since moved that far more "

@@ -199,6 +199,7 @@ class DataSpec:
     digest: str | None = None  # sha256 of the loaded arrays, recorded by the run (see ``with_digest``)
     task: str | None = None  # None: the task the targets imply (``infer_task``), recorded by ``with_digest``
     vector: bool = False  # x holds vectors (N, F), a DecoderNet1d's inputs
+    max_length: int | None = None  # longer series are resampled to this many steps (``capped``); None: none
     # Recorded with the digest, so a run predicts without its data: the class names, the series
     # length the network trained on, and the ``channel`` statistics (absent in older runs).
     classes: tuple[str, ...] | None = None
@@ -229,6 +230,9 @@ class DataSpec:
             raise DataError(f"unknown data task {self.task!r}; expected one of {', '.join(TASKS)}")
         if not isinstance(self.vector, bool):
             raise DataError(f"data vector must be true or false, got {type(self.vector).__name__} {self.vector!r}")
+        if self.max_length is not None and (isinstance(self.max_length, bool) or not isinstance(self.max_length, int)
+                                            or self.max_length < 2):
+            raise DataError(f"max length must be an integer of at least 2 or null, got {self.max_length!r}")
         self._check_recorded()
 
     def _check_recorded(self) -> None:
@@ -289,8 +293,28 @@ def load(spec: DataSpec) -> Dataset:
                            spec.vector)
     else:
         dataset = load_archive(spec.source, spec.normalize, spec.task)
+    dataset = capped(dataset, spec.max_length)
     with_digest(spec, dataset)
     return dataset
+
+
+def capped(dataset: Dataset, max_length: int | None) -> Dataset:
+    """``dataset`` with its series resampled to ``max_length`` steps if longer (linear interpolation)
+    and normalized again per series under ``series``: what prediction does with the raw series (it
+    resamples, then normalizes; resampling commutes with the affine ``channel`` and per-series
+    maps). A signal task's series and vector inputs stay as they are: the target keeps its length."""
+    if max_length is None or dataset.is_vector or dataset.task == "signal" or dataset.length <= max_length:
+        return dataset
+    return dataclasses.replace(dataset, x_train=capped_inputs(dataset.x_train, max_length, dataset.normalization),
+                               x_test=capped_inputs(dataset.x_test, max_length, dataset.normalization))
+
+
+def capped_inputs(x: np.ndarray, max_length: int, normalization: Normalization) -> np.ndarray:
+    """Normalized ``(N, L, C)`` inputs resampled to ``max_length`` steps if longer (see ``capped``)."""
+    if x.shape[1] <= max_length:
+        return x
+    x = np.stack([resampled(np.asarray(s, np.float64), max_length) for s in x])
+    return (znormalize(x, axis=1) if normalization.how == "series" else x).astype(np.float32)
 
 
 def digest(dataset: Dataset) -> str:
@@ -537,14 +561,18 @@ def float32_targets(path: str, scale: TargetScale, y: np.ndarray) -> np.ndarray:
     return out
 
 
-def load_like(dataset: Dataset, path: str, layout: str = "NCL") -> tuple[np.ndarray, np.ndarray]:
+def load_like(dataset: Dataset, path: str, layout: str = "NCL", max_length: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """The arrays of ``path`` as ``dataset`` holds its own (``eval --data``): the inputs normalized
-    with its normalization (its training statistics for ``channel``), the targets of its task
-    checked and standardized with its target scale (none: the inputs, for an auto-encoder)."""
+    with its normalization (its training statistics for ``channel``) and resampled to ``max_length``
+    steps if longer (``capped``), the targets of its task checked and standardized with its target
+    scale (none: the inputs, for an auto-encoder)."""
     x, y = read_arrays(path, layout, "--data", dataset.is_vector)
     check_task_targets(path, y, dataset.task)
     x = (float32_inputs(path, dataset.normalization, x[:, :, None])[..., 0] if dataset.is_vector
          else float32_inputs(path, dataset.normalization, x))
+    if max_length is not None and not dataset.is_vector and dataset.task != "signal":
+        x = capped_inputs(x, max_length, dataset.normalization)
     if dataset.task == "classify":
         y = _integer_labels(path, y, "--data")
         check_labels(y, dataset.num_classes, f"{path}: --data label")

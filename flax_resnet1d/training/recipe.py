@@ -20,6 +20,10 @@ MODEL = {"channel": 64, "layers": [1, 1], "block": "bottleneck", "kernel_size": 
 # fine detail a denoised or reconstructed series needs, which an AE1d must squeeze through its middle.
 SIGNAL_MODEL = {"channel": 16, "layers": [2, 2, 2], "block": "bottleneck", "kernel_size": 9}
 ARCHS = {"classify": "EncoderNet1d", "regress": "EncoderNet1d", "signal": "UNet1d"}  # each task's default network
+# Series longer than this are resampled to it (docs/recipe.md#input-length): the network sees a long
+# series' shapes at a quarter of the steps, its receptive field covering 4x as much of them, at a quarter
+# of the time a step.
+MAX_LENGTH = 512
 BATCH_SIZE = 16
 EPOCHS = 600
 MAX_STEPS = 12000  # large training sets get fewer epochs...

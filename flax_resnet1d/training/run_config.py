@@ -173,7 +173,7 @@ PRESET_KERNEL_SIZE = 3  # the MDNC presets' own
 TRAINING_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "schedule", "warmup_epochs", "momentum",
                     "weight_decay", "augment", "shift", "augment_fraction", "stretch", "label_smoothing", "loss", "noise",
                     "seed", "dtype", "eval_every", "ckpt_every", "keep", "freeze")
-DATA_OPTIONS = ("dataset", "test_data", "test_fraction", "layout", "normalize", "task")
+DATA_OPTIONS = ("dataset", "test_data", "test_fraction", "layout", "normalize", "task", "max_length")
 MODEL_OPTIONS = ("arch", "preset", "channel", "layers", "block", "kernel_size")
 
 
@@ -198,12 +198,18 @@ def data_spec(given: dict, arch: str | None = None) -> data.DataSpec:
         test = given.get("test_data")
         return data.DataSpec(os.path.abspath(source), given.get("layout", "NCL"), test and os.path.abspath(test),
                              given.get("test_fraction", 0.2), given.get("normalize", "series"), task=task,
-                             vector=arch == "DecoderNet1d")
+                             vector=arch == "DecoderNet1d", max_length=max_length(given))
     npz_only = [f"--{k.replace('_', '-')}" for k in ("test_data", "test_fraction", "layout") if k in given]
     if npz_only:
         raise UsageError(f"{' '.join(npz_only)} apply to a .npz --dataset, not to the archive set {source}")
     name = data.archive_name(source)
-    return data.DataSpec(name, normalize=given.get("normalize", data.default_normalization(name)), task=task)
+    return data.DataSpec(name, normalize=given.get("normalize", data.default_normalization(name)), task=task,
+                         max_length=max_length(given))
+
+
+def max_length(given: dict) -> int | None:
+    """--max-length, 0 for none; the recipe's without it."""
+    return given.get("max_length", recipe.MAX_LENGTH) or None
 
 
 def given_arch(given: dict) -> str | None:

@@ -76,6 +76,25 @@ def test_a_run_predicts_with_its_own_preprocessing_and_class_names(classifier_ru
     assert relative_error(nlc.predict_proba(stretched), nlc.predict_proba(resampled_back)) <= 1e-6
 
 
+@pytest.mark.parametrize("normalize", ["series", "channel"])
+def test_a_run_on_resampled_series_predicts_the_raw_series_as_it_evaluates_them(tmp_path, user_data, normalize):
+    """--max-length: training resamples the normalized series, prediction the raw ones before
+    normalizing; both are the same inputs (resampling commutes with either normalization)."""
+    from flax_resnet1d import cli
+
+    run_dir = str(tmp_path / "run")
+    assert cli.main(["train", "--dataset", str(user_data / "train.npz"), "--test-data", str(user_data / "test.npz"),
+                     "--normalize", normalize, "--max-length", "20", "--channel", "4", "--layers", "1", "1",
+                     "--block", "plain", "--kernel-size", "3", "--epochs", "2", "--no-progress", "--out", run_dir]) == 0
+    config, state, _ = run_files.restore_run(run_dir)
+    dataset = data.load(config.data)
+    assert config.data.max_length == 20 and config.data.length == 20 and dataset.x_test.shape[1] == 20
+    logits = np.asarray(jax.jit(from_config(config.model).apply)({"params": state.params}, dataset.x_test))
+    x_test = np.load(user_data / "test.npz")["x"]
+    assert x_test.shape[2] == 32  # the user's series, longer than the run's
+    assert relative_error(Predictor.load(run_dir).predict_proba(x_test), np.asarray(jax.nn.softmax(logits))) <= 1e-5
+
+
 def test_a_run_from_before_class_names_predicts_class_indices(classifier_run, run_predictor, tmp_path):
     run_dir, x_test = classifier_run
     old = tmp_path / "old_run"

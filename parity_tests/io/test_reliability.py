@@ -272,6 +272,7 @@ BAD_SETTINGS = [
     (["--momentum", "1.5", "--optimizer", "sgd"], r"momentum must be a finite number in \[0, 1\), got 1.5"),
     (["--weight-decay", "-1"], r"weight_decay must be a finite number"),
     (["--augment-fraction", "0"], r"augment_fraction must be a finite number in \(0, 1\], got 0.0"),
+    (["--max-length", "1"], r"max length must be an integer of at least 2 or null, got 1"),
     (["--stretch", "1"], r"stretch must be a finite number in \[0, 1\), got 1.0"),
     (["--stretch", "0.1", "--augment", "none"], r"stretch 0.1 resamples the shifted series; it needs --augment shift"),
     (["--warmup-epochs", "-2"], r"warmup_epochs must be at least 0"),

@@ -164,6 +164,32 @@ def _random(n=30, channels=2, length=40, classes=3, seed=0):
     return rng.standard_normal((n, channels, length)), rng.integers(0, classes, n)
 
 
+@pytest.mark.parametrize("how", data.NORMALIZATIONS)
+def test_long_series_are_resampled_to_max_length_as_prediction_resamples_the_raw_ones(how, tmp_path):
+    x, y = _random(length=40)
+    xt, yt = _random(n=10, length=40, seed=1)
+    x, xt = (a * np.array([1.0, 5.0])[None, :, None] + 3.0 for a in (x, xt))
+    path, test = _npz(tmp_path, x=x, y=y), _npz(tmp_path, "t.npz", x=xt, y=yt)
+    full = data.load(data.DataSpec(path, test=test, normalize=how))
+    ds = data.load(data.DataSpec(path, test=test, normalize=how, max_length=16))
+    assert ds.x_train.shape == (30, 16, 2) and ds.x_test.shape == (10, 16, 2) and ds.x_test.dtype == np.float32
+    raw_test = np.stack([data.resampled(s, 16) for s in np.swapaxes(xt, 1, 2)])  # prediction: resample, normalize
+    np.testing.assert_allclose(ds.x_test, ds.normalization(raw_test), atol=1e-5)
+    np.testing.assert_allclose(data.load_like(full, test, max_length=16)[0], ds.x_test, atol=1e-5)  # eval --data
+    assert data.capped(full, 40) is full and data.load_like(full, test, max_length=40)[0].shape[1] == 40
+
+
+def test_max_length_leaves_signals_and_vectors_and_refuses_nonsense(tmp_path):
+    x, _ = _random(length=40)
+    signal = data.load(data.DataSpec(_npz(tmp_path, x=x, y=x[:, :1]), max_length=16))  # a target series
+    assert signal.task == "signal" and signal.length == 40
+    vectors = data.load(data.DataSpec(_npz(tmp_path, "v.npz", x=x[:, 0], y=x[:, :, :8]), vector=True, max_length=16))
+    assert vectors.x_train.shape[1] == 40
+    for bad in (1, 2.5, True, "16"):
+        with pytest.raises(errors.DataError, match="max length must be an integer of at least 2 or null"):
+            data.DataSpec("d.npz", max_length=bad)
+
+
 @pytest.mark.parametrize("layout", ["NCL", "NLC"])
 def test_npz_layouts_give_the_same_data(layout, tmp_path):
     x, y = _random()

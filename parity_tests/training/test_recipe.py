@@ -211,6 +211,21 @@ def test_train_says_when_the_recipe_drops_the_shifts(augment, tmp_path, capsys):
     assert run_files.load_config(tmp_path / "run").augment == ("shift" if augment else "none")
 
 
+@pytest.mark.parametrize("given, length", [([], recipe.MAX_LENGTH), (["--max-length", "300"], 300),
+                                           (["--max-length", "0"], 600)])
+def test_long_series_train_resampled_to_the_recipes_max_length(given, length, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((12, 600, 1)).astype(np.float32), np.arange(12, dtype=np.int32) % 2
+    save_npz(data.Dataset("long", x, y, x, y, classes=("0", "1")), tmp_path / "train.npz", tmp_path / "test.npz")
+    assert cli.main(["train", "--dataset", str(tmp_path / "train.npz"), "--test-data", str(tmp_path / "test.npz"),
+                     "--channel", "4", "--kernel-size", "3", "--epochs", "1", "--no-progress",
+                     "--out", str(tmp_path / "run"), *given]) == 0
+    said = f"recipe: series longer than {recipe.MAX_LENGTH} steps resampled to {recipe.MAX_LENGTH}; --max-length"
+    assert (said in capsys.readouterr().out) == (not given)
+    spec = run_files.load_config(tmp_path / "run").data
+    assert spec.length == length and spec.max_length == ({"0": None, "300": 300}[given[1]] if given else 512)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_class_changed_by_shift_agrees_with_a_direct_search(seed):
     """Random multichannel classes: the first class whose one-step-moved mean has another class's

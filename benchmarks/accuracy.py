@@ -68,20 +68,20 @@ PUBLISHED = {
 }
 
 
-def loaded(name: str) -> tuple[data.Dataset, data.DataSpec]:
+def loaded(name: str, over: dict | None = None) -> tuple[data.Dataset, data.DataSpec]:
     """The data set ``name`` and its spec as ``train --dataset NAME`` builds them; a proxy is its
     Dataset with the spec of its archive set (or of a .npz, for a synthetic set). The series are as
     loaded: ``data.capped(dataset, spec.max_length)`` resamples the long ones as ``data.load`` does."""
+    given = {k: v for k, v in (over or {}).items() if k == "max_length"}  # the data options of a lever
     if not proxies.is_proxy(name):
-        return data.load_archive(name), data_spec({"dataset": name})
-    base = name.split("@")[0]
-    spec = data_spec({"dataset": f"{name}.npz"}) if name in proxies.SYNTHETIC else data_spec({"dataset": base})
-    return proxies.load(name), spec
+        return data.load_archive(name), data_spec({**given, "dataset": name})
+    source = f"{name}.npz" if name in proxies.SYNTHETIC else name.split("@")[0]
+    return proxies.load(name), data_spec({**given, "dataset": source})
 
 
 def run(name: str, seeds: list[int], scratch: str, machine: str, epochs_scale: float = 1.0, results: str = RESULTS,
         over: dict | None = None, tag: str | None = None) -> dict:
-    loaded_set, spec = loaded(name)
+    loaded_set, spec = loaded(name, over)
     dataset = data.capped(loaded_set, spec.max_length)
     runs = []
     for seed in seeds:

@@ -50,7 +50,7 @@ from suite import cpu_fields
 
 from flax_resnet1d.io import atomic
 from flax_resnet1d.training import data, loop, recipe, run_files
-from flax_resnet1d.training.run_config import data_spec, train_config
+from flax_resnet1d.training.run_config import data_spec, sized, train_config
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 SEARCH = os.path.join(RESULTS, "recipe_search.jsonl")
@@ -71,7 +71,8 @@ PUBLISHED = {
 def loaded(name: str, over: dict | None = None) -> tuple[data.Dataset, data.DataSpec]:
     """The data set ``name`` and its spec as ``train --dataset NAME`` builds them; a proxy is its
     Dataset with the spec of its archive set (or of a .npz, for a synthetic set). The series are as
-    loaded: ``data.capped(dataset, spec.max_length)`` resamples the long ones as ``data.load`` does."""
+    loaded: ``data.capped(dataset, spec.max_length)`` resamples the long ones as ``data.load`` does,
+    and ``sized`` as the recipe does."""
     given = {k: v for k, v in (over or {}).items() if k == "max_length"}  # the data options of a lever
     if not proxies.is_proxy(name):
         return data.load_archive(name), data_spec({**given, "dataset": name})
@@ -82,7 +83,7 @@ def loaded(name: str, over: dict | None = None) -> tuple[data.Dataset, data.Data
 def run(name: str, seeds: list[int], scratch: str, machine: str, epochs_scale: float = 1.0, results: str = RESULTS,
         over: dict | None = None, tag: str | None = None) -> dict:
     loaded_set, spec = loaded(name, over)
-    dataset = data.capped(loaded_set, spec.max_length)
+    spec, dataset = sized(over or {}, spec, data.capped(loaded_set, spec.max_length))
     runs = []
     for seed in seeds:
         given = {**(over or {}), "seed": seed}
@@ -345,7 +346,8 @@ def recipe_fields() -> dict:
     return {"model": recipe.MODEL, "training": recipe.TRAINING, "epochs": recipe.EPOCHS,
             "max_steps": recipe.MAX_STEPS, "min_epochs": recipe.MIN_EPOCHS, "min_steps": recipe.MIN_STEPS,
             "shift_strengths": list(recipe.SHIFT_STRENGTHS), "step_ms": list(recipe.STEP_MS),
-            "step_budget_s": recipe.STEP_BUDGET_S, "max_length": recipe.MAX_LENGTH}
+            "step_budget_s": recipe.STEP_BUDGET_S, "max_length": recipe.MAX_LENGTH,
+            "resample_loss": recipe.RESAMPLE_LOSS}
 
 
 def main() -> None:

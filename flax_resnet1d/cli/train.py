@@ -11,7 +11,7 @@ import numpy as np
 from ..config import FAMILY_PRESETS
 from ..errors import UsageError
 from ..training import data, distributed, recipe, run_config
-from ..training.run_config import (DATA_OPTIONS, MODEL_OPTIONS, TRAINING_OPTIONS, data_spec, given_arch,
+from ..training.run_config import (DATA_OPTIONS, MODEL_OPTIONS, TRAINING_OPTIONS, data_spec, given_arch, sized,
                                    train_config)
 from .options import add_config_argument, parse_config
 
@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--max-length", type=int, metavar="STEPS",
                    help=f"resample series longer than this to this many steps (linear interpolation, after the "
                         f"normalization; prediction does the same), classify and regress; 0: keep every length "
-                        f"(default {recipe.MAX_LENGTH})")
+                        f"(default: {recipe.MAX_LENGTH} where resampling to it keeps "
+                        f"{1 - recipe.RESAMPLE_LOSS:.0%} of the training series' energy)")
 
     default_model = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                              for k, v in recipe.MODEL.items())
@@ -145,6 +146,8 @@ def run_train(args: argparse.Namespace) -> int:
         init, init_sha256 = _read_init(given)
         spec = data_spec(given, init.arch if init is not None else given_arch(given))
         dataset = data.load(spec)
+        full_length = dataset.length
+        spec, dataset = sized(given, spec, dataset)
         config = train_config(given, spec, dataset, init, init_sha256)
         if init is not None and init.arch == "EncoderNet1d" and init.out_length != config.model.out_length:
             print(f"--init: its head (fc) outputs {init.out_length}, the data needs {config.model.out_length}: "
@@ -154,10 +157,9 @@ def run_train(args: argparse.Namespace) -> int:
             a, b = (dataset.classes[i] for i in recipe.class_changed_by_shift(dataset.x_train, dataset.y_train))
             print(f"recipe: no random shifts, since class {a}'s mean series moved one step is nearer class {b}'s "
                   "than its own (timing tells the classes apart); --augment shift forces them")
-        if "max_length" not in given and not dataset.is_vector and config.task != "signal" \
-                and dataset.length == recipe.MAX_LENGTH:
-            print(f"recipe: series longer than {recipe.MAX_LENGTH} steps resampled to {recipe.MAX_LENGTH}; "
-                  "--max-length sets it")
+        if dataset.length < full_length and "max_length" not in given:
+            print(f"recipe: the series resampled from {full_length} to {dataset.length} steps, since that keeps "
+                  f"{1 - recipe.RESAMPLE_LOSS:.0%} of their energy or more; --max-length sets it (0: keep them)")
         if config.task == "classify" and "shift" not in given and config.augment == "shift" \
                 and config.shift != recipe.TRAINING["shift"]:  # the recipe's neighbour check
             print(f"recipe: random shifts of up to {config.shift:.0%} of the length, since moved that far more "

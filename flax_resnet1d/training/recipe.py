@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .data import shifted
+from .data import resampled, shifted
 
 # 2 stages (64, 128 channels) of one bottleneck block, kernel 9: MDNC's fewest down-samplings (length / 4).
 MODEL = {"channel": 64, "layers": [1, 1], "block": "bottleneck", "kernel_size": 9}
@@ -20,10 +20,12 @@ MODEL = {"channel": 64, "layers": [1, 1], "block": "bottleneck", "kernel_size": 
 # fine detail a denoised or reconstructed series needs, which an AE1d must squeeze through its middle.
 SIGNAL_MODEL = {"channel": 16, "layers": [2, 2, 2], "block": "bottleneck", "kernel_size": 9}
 ARCHS = {"classify": "EncoderNet1d", "regress": "EncoderNet1d", "signal": "UNet1d"}  # each task's default network
-# Series longer than this are resampled to it (docs/recipe.md#input-length): the network sees a long
-# series' shapes at a quarter of the steps, its receptive field covering 4x as much of them, at a quarter
-# of the time a step.
+# Series longer than MAX_LENGTH are resampled to it where that keeps them (docs/recipe.md#input-length):
+# interpolated back to their length, they differ from the training series by at most RESAMPLE_LOSS of
+# their energy. The network then sees a long, smooth series' shapes at a quarter of the steps, its
+# kernels covering 4x as much of them, at a quarter of the time a step; a spiky one keeps its steps.
 MAX_LENGTH = 512
+RESAMPLE_LOSS = 0.5
 BATCH_SIZE = 16
 EPOCHS = 600
 MAX_STEPS = 12000  # large training sets get fewer epochs...
@@ -77,6 +79,23 @@ def epochs_for(num_train: int, batch_size: int = BATCH_SIZE, length: int = 1, ch
     per_epoch = math.ceil(num_train / batch_size)
     wanted = max(EPOCHS, math.ceil(MIN_STEPS / per_epoch))
     return max(MIN_EPOCHS, min(wanted, max_steps(batch_size, length, channels) // per_epoch))
+
+
+def resample_loss(x: np.ndarray, length: int) -> float:
+    """The energy of ``x`` (at most ``NEIGHBOUR_SERIES`` series, a fixed choice) that resampling to
+    ``length`` steps loses: sum ||x - back||^2 / sum ||x||^2, ``back`` resampled to ``length`` and back."""
+    if len(x) > NEIGHBOUR_SERIES:
+        x = x[np.sort(np.random.default_rng(0).choice(len(x), NEIGHBOUR_SERIES, replace=False))]
+    x = np.asarray(x, np.float64)
+    back = np.stack([resampled(resampled(s, length), x.shape[1]) for s in x])
+    return float(((x - back) ** 2).sum() / max((x**2).sum(), np.finfo(np.float64).tiny))
+
+
+def input_length(x_train: np.ndarray) -> int:
+    """The length the recipe trains on: ``MAX_LENGTH`` where the training series are longer and
+    resampling to it loses at most ``RESAMPLE_LOSS`` of their energy; else their own."""
+    length = x_train.shape[1]
+    return MAX_LENGTH if length > MAX_LENGTH and resample_loss(x_train, MAX_LENGTH) <= RESAMPLE_LOSS else length
 
 
 def shift_margins(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -208,8 +208,19 @@ def data_spec(given: dict, arch: str | None = None) -> data.DataSpec:
 
 
 def max_length(given: dict) -> int | None:
-    """--max-length, 0 for none; the recipe's without it."""
-    return given.get("max_length", recipe.MAX_LENGTH) or None
+    """--max-length, 0 (or none given) for none; ``sized`` applies the recipe's where none is given."""
+    return given.get("max_length") or None
+
+
+def sized(given: dict, spec: data.DataSpec, dataset: data.Dataset) -> tuple[data.DataSpec, data.Dataset]:
+    """Without --max-length, a classifier's or regressor's series resampled to ``recipe.input_length``
+    of its training split where shorter, recorded in the spec (eval and predict resample the same)."""
+    if "max_length" in given or dataset.is_vector or dataset.task == "signal":
+        return spec, dataset
+    length = recipe.input_length(dataset.x_train)
+    if length >= dataset.length:
+        return spec, dataset
+    return dataclasses.replace(spec, max_length=length), data.capped(dataset, length)
 
 
 def given_arch(given: dict) -> str | None:

@@ -14,7 +14,7 @@ import torch
 from train_helpers import save_npz, synthetic_dataset, tiny_config
 
 from flax_resnet1d import cli
-from flax_resnet1d.training import batching, data, recipe, run_files, steps
+from flax_resnet1d.training import batching, data, recipe, run_config, run_files, steps
 
 
 def _epoch_batches(config, dataset, rows=slice(None), epoch=3):
@@ -125,7 +125,7 @@ def test_the_step_budget_sets_the_epochs(num_train, epochs):
 EIGHT_SETS = {"GunPoint": ((50, 150, 1), ("shift", 0.1, 600)), "ArrowHead": ((36, 251, 1), ("shift", 0.1, 800)),
               "ItalyPowerDemand": ((67, 24, 1), ("none", None, 600)),
               "OSULeaf": ((200, 427, 1), ("shift", 0.3, 600)),
-              "ACSF1": ((100, 512, 1), ("none", None, 600)),  # 1460 steps, resampled to MAX_LENGTH
+              "ACSF1": ((100, 1460, 1), ("none", None, 435)),  # spiky: kept at its length
               "PickupGestureWiimoteZ": ((50, 361, 1), ("shift", 0.1, 600)),
               "BasicMotions": ((40, 100, 6), ("shift", 0.1, 800)),
               "JapaneseVowels": ((270, 29, 12), ("shift", 0.1, 600))}
@@ -140,7 +140,7 @@ def test_the_budget_of_the_eight_sets(name):
 @pytest.mark.parametrize("name", EIGHT_SETS)
 def test_the_recipe_on_the_eight_sets(name):
     """The choices the accuracy table was measured with, from each set's training split."""
-    dataset = data.capped(data.load_archive(name), recipe.MAX_LENGTH)
+    dataset = run_config.sized({}, data.DataSpec(name), data.load_archive(name))[1]
     assert dataset.length == EIGHT_SETS[name][0][1]
     settings = recipe.training(dataset.x_train, dataset.y_train, {})
     augment, shift, epochs = EIGHT_SETS[name][1]
@@ -212,19 +212,37 @@ def test_train_says_when_the_recipe_drops_the_shifts(augment, tmp_path, capsys):
     assert run_files.load_config(tmp_path / "run").augment == ("shift" if augment else "none")
 
 
-@pytest.mark.parametrize("given, length", [([], recipe.MAX_LENGTH), (["--max-length", "300"], 300),
-                                           (["--max-length", "0"], 600)])
-def test_long_series_train_resampled_to_the_recipes_max_length(given, length, tmp_path, capsys):
-    rng = np.random.default_rng(3)
-    x, y = rng.standard_normal((12, 600, 1)).astype(np.float32), np.arange(12, dtype=np.int32) % 2
+def _smooth_and_spiky(length: int = 2000, n: int = 12) -> dict[str, np.ndarray]:
+    """Smooth series (a few slow sines), which resampling keeps, and spiky ones (sparse impulses), which it loses."""
+    rng, t = np.random.default_rng(3), np.arange(length)[None, :, None]
+    smooth = np.sin(2 * np.pi * t * rng.uniform(1, 8, (n, 1, 1)) / length + rng.uniform(0, 6, (n, 1, 1)))
+    spiky = np.where(rng.random((n, length, 1)) < 0.05, rng.uniform(1, 3, (n, length, 1)), 0.0)
+    return {"smooth": smooth, "spiky": spiky}
+
+
+@pytest.mark.parametrize("kind, loss", [("smooth", (0, 0.01)), ("spiky", (0.5, 2))])
+def test_resample_loss_is_the_energy_resampling_to_the_length_and_back_loses(kind, loss):
+    x = _smooth_and_spiky()[kind]
+    back = np.stack([data.resampled(data.resampled(s, 512), 2000) for s in x])
+    expected = ((x - back) ** 2).sum() / (x**2).sum()
+    assert recipe.resample_loss(x, 512) == pytest.approx(expected, rel=1e-12) and loss[0] < expected < loss[1]
+    assert recipe.input_length(x) == (recipe.MAX_LENGTH if kind == "smooth" else 2000)
+    assert recipe.input_length(x[:, :recipe.MAX_LENGTH]) == recipe.MAX_LENGTH  # not longer: as it is
+
+
+@pytest.mark.parametrize("kind, given, length", [("smooth", [], recipe.MAX_LENGTH), ("spiky", [], 2000),
+                                                 ("smooth", ["--max-length", "300"], 300),
+                                                 ("smooth", ["--max-length", "0"], 2000)])
+def test_train_resamples_long_smooth_series_to_the_recipes_length(kind, given, length, tmp_path, capsys):
+    x, y = _smooth_and_spiky()[kind].astype(np.float32), np.arange(12, dtype=np.int32) % 2
     save_npz(data.Dataset("long", x, y, x, y, classes=("0", "1")), tmp_path / "train.npz", tmp_path / "test.npz")
     assert cli.main(["train", "--dataset", str(tmp_path / "train.npz"), "--test-data", str(tmp_path / "test.npz"),
                      "--channel", "4", "--kernel-size", "3", "--epochs", "1", "--no-progress",
                      "--out", str(tmp_path / "run"), *given]) == 0
-    said = f"recipe: series longer than {recipe.MAX_LENGTH} steps resampled to {recipe.MAX_LENGTH}; --max-length"
-    assert (said in capsys.readouterr().out) == (not given)
+    said = f"recipe: the series resampled from 2000 to {recipe.MAX_LENGTH} steps, since that keeps 50% of their energy"
+    assert (said in capsys.readouterr().out) == (length == recipe.MAX_LENGTH)
     spec = run_files.load_config(tmp_path / "run").data
-    assert spec.length == length and spec.max_length == ({"0": None, "300": 300}[given[1]] if given else 512)
+    assert spec.length == length and spec.max_length == (length if length < 2000 else None)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from flax_resnet1d.io import atomic
 from flax_resnet1d.training import data, loop
-from flax_resnet1d.training.run_config import data_spec, train_config
+from flax_resnet1d.training.run_config import data_spec, sized, train_config
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REGRESSION = ("Covid3Month", "CardanoSentiment", "sinusoid-frequency")
@@ -63,7 +63,7 @@ def sinusoid_set(folder: str) -> str:
 def fit(given: dict, run_dir: str, capped: int | None) -> tuple[loop.FitResult, data.Dataset, object]:
     """``train``'s own path: the options given, the recipe for the rest (epochs capped if asked)."""
     spec = data_spec(given, given.get("arch"))
-    dataset = data.load(spec)
+    spec, dataset = sized(given, spec, data.load(spec))
     config = train_config({**given, **({"epochs": capped} if capped else {})}, spec, dataset,
                           *given.get("_init", (None, None)))
     return loop.fit(config, dataset, run_dir, progress=False), dataset, config

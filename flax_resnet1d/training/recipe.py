@@ -81,12 +81,18 @@ def epochs_for(num_train: int, batch_size: int = BATCH_SIZE, length: int = 1, ch
     return max(MIN_EPOCHS, min(wanted, max_steps(batch_size, length, channels) // per_epoch))
 
 
+def checked_series(n: int) -> np.ndarray:
+    """The indices of the training series the recipe's checks read: all, or ``NEIGHBOUR_SERIES`` of
+    them (a fixed choice; the checks' cost grows with their number)."""
+    if n <= NEIGHBOUR_SERIES:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, NEIGHBOUR_SERIES, replace=False))
+
+
 def resample_loss(x: np.ndarray, length: int) -> float:
     """The energy of ``x`` (at most ``NEIGHBOUR_SERIES`` series, a fixed choice) that resampling to
     ``length`` steps loses: sum ||x - back||^2 / sum ||x||^2, ``back`` resampled to ``length`` and back."""
-    if len(x) > NEIGHBOUR_SERIES:
-        x = x[np.sort(np.random.default_rng(0).choice(len(x), NEIGHBOUR_SERIES, replace=False))]
-    x = np.asarray(x, np.float64)
+    x = np.asarray(x[checked_series(len(x))], np.float64)
     back = np.stack([resampled(resampled(s, length), x.shape[1]) for s in x])
     return float(((x - back) ** 2).sum() / max((x**2).sum(), np.finfo(np.float64).tiny))
 
@@ -141,10 +147,8 @@ def neighbour_accuracies(x: np.ndarray, y: np.ndarray, strengths=SHIFT_STRENGTHS
     ``NEIGHBOUR_SERIES`` of them, a fixed choice), the distance of two series being the least squared
     Euclidean one over moves of the second by up to ``strength`` of the length, edge-filled like the
     shifts (every ``max(1, moves // NEIGHBOUR_MOVES)`` steps)."""
-    if len(x) > NEIGHBOUR_SERIES:
-        keep = np.sort(np.random.default_rng(0).choice(len(x), NEIGHBOUR_SERIES, replace=False))
-        x, y = x[keep], y[keep]
-    x = np.asarray(x, np.float64)
+    keep = checked_series(len(x))
+    x, y = np.asarray(x[keep], np.float64), y[keep]
     n, length = x.shape[:2]
     flat = x.reshape(n, -1)
     norms = (flat**2).sum(1)

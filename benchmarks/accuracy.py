@@ -212,8 +212,11 @@ def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | N
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if not results:  # proxies measured into a --results of their own
         lines = lines[:1]
-    def elsewhere(r: dict) -> str:
-        return "" if r["machine"] == meta["machine"] else f" ({r['machine']})"
+    def elsewhere(r: dict) -> str:  # the row's machine, or how the header's was shared for it
+        if r["machine"] == meta["machine"]:
+            return ""
+        shared = r["machine"].startswith(meta["machine"] + ", ")
+        return f" ({r['machine'][len(meta['machine']) + 2:] if shared else r['machine']})"
 
     for r in results:
         published = "n/a" if r["published"] is None else f"{r['published'][0]:.1f} +- {r['published'][1]:.1f}"

@@ -142,6 +142,11 @@ class Dataset:
         return self.x_train.ndim == 2
 
     @property
+    def resamplable(self) -> bool:
+        """Whether its inputs may be resampled (``capped``): series whose target keeps no length."""
+        return not self.is_vector and self.task != "signal"
+
+    @property
     def length(self) -> int:
         return self.x_train.shape[1]
 
@@ -303,7 +308,7 @@ def capped(dataset: Dataset, max_length: int | None) -> Dataset:
     and normalized again per series under ``series``: what prediction does with the raw series (it
     resamples, then normalizes; resampling commutes with the affine ``channel`` and per-series
     maps). A signal task's series and vector inputs stay as they are: the target keeps its length."""
-    if max_length is None or dataset.is_vector or dataset.task == "signal" or dataset.length <= max_length:
+    if max_length is None or not dataset.resamplable or dataset.length <= max_length:
         return dataset
     return dataclasses.replace(dataset, x_train=capped_inputs(dataset.x_train, max_length, dataset.normalization),
                                x_test=capped_inputs(dataset.x_test, max_length, dataset.normalization))
@@ -571,7 +576,7 @@ def load_like(dataset: Dataset, path: str, layout: str = "NCL", max_length: int 
     check_task_targets(path, y, dataset.task)
     x = (float32_inputs(path, dataset.normalization, x[:, :, None])[..., 0] if dataset.is_vector
          else float32_inputs(path, dataset.normalization, x))
-    if max_length is not None and not dataset.is_vector and dataset.task != "signal":
+    if max_length is not None and dataset.resamplable:
         x = capped_inputs(x, max_length, dataset.normalization)
     if dataset.task == "classify":
         y = _integer_labels(path, y, "--data")

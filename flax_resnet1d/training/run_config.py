@@ -215,7 +215,7 @@ def max_length(given: dict) -> int | None:
 def sized(given: dict, spec: data.DataSpec, dataset: data.Dataset) -> tuple[data.DataSpec, data.Dataset]:
     """Without --max-length, a classifier's or regressor's series resampled to ``recipe.input_length``
     of its training split where shorter, recorded in the spec (eval and predict resample the same)."""
-    if "max_length" in given or dataset.is_vector or dataset.task == "signal":
+    if "max_length" in given or not dataset.resamplable:
         return spec, dataset
     length = recipe.input_length(dataset.x_train)
     if length >= dataset.length:

@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"resample series longer than this to this many steps (linear interpolation, after the "
                         f"normalization; prediction does the same), classify and regress; 0: keep every length "
                         f"(default: {recipe.MAX_LENGTH} where resampling to it keeps "
-                        f"{1 - recipe.RESAMPLE_LOSS:.0%} of the training series' energy)")
+                        f"{100 * (1 - recipe.RESAMPLE_LOSS):.0f}%% of the training series' energy)")
 
     default_model = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                              for k, v in recipe.MODEL.items())

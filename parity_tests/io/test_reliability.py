@@ -34,7 +34,7 @@ from cli_helpers import assert_one_line_exit_2, run, snapshot
 from train_helpers import TINY_MODEL
 
 import torch_ref
-from flax_resnet1d import errors, parity
+from flax_resnet1d import cli, errors, parity
 from flax_resnet1d.config import EncoderConfig, preset_config
 from flax_resnet1d.io import atomic, writers
 from flax_resnet1d.training import data
@@ -279,6 +279,14 @@ BAD_SETTINGS = [
     (["--epochs", "x"], r"argument --epochs: invalid int value: 'x' \(see flax-resnet1d train --help\)"),
     (["--test-fraction", "nan"], r"test fraction must be between 0 and 1, got nan"),
 ]
+
+
+@pytest.mark.parametrize("command", cli.COMMAND_MODULES)
+def test_every_command_prints_its_help(capsys, command):
+    # help texts are %-formatted by argparse: a bare '%' in one (e.g. a formatted percentage) is a traceback
+    name = {"evaluate": "eval"}.get(command, command)
+    code, out, err = run(capsys, name, "--help")
+    assert (code, err) == (0, "") and out.startswith(f"usage: flax-resnet1d {name} "), err
 
 
 @pytest.mark.parametrize("extra, pattern", BAD_SETTINGS, ids=[" ".join(e) for e, _ in BAD_SETTINGS])

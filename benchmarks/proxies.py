@@ -19,6 +19,12 @@ training series per class, many classes, long series; and the 1-NN baselines of 
   for recordings of a periodic signal (the archive's 52-class sets of 104 series of length 2000 are
   pig blood and airway pressures), where nothing lines up from one series to the next.
 
+Archive sets aeon does not ship (``UNSEEN``), read from the UCR 2018 archive's files
+``NAME/NAME_{TRAIN,TEST}.tsv`` under ``UCR_ARCHIVE`` (the environment variable, else
+``../shared/data/UCRArchive_2018`` beside the repository): the three pig sets, 52 classes (one pig
+each) of 2 training and 4 test series of length 2000, the issue's own kind of data. Their series
+are z-normalized, as ``train`` does to a .npz.
+
 Baselines, on the inputs the network sees (the set's normalization: z-normalized per series for the
 univariate sets, per channel with the training split's statistics for the multivariate ones, as
 ``train`` does): 1-NN with the Euclidean distance, and 1-NN DTW (dependent: squared Euclidean over
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import numpy as np
 
@@ -39,6 +46,9 @@ SUBSAMPLE_SEED = 0
 SYNTHETIC_SEED = 37
 SYNTHETIC = {"Synthetic50x2": {"classes": 50, "train": 2, "test": 4, "length": 2000, "shapes": 3, "spread": 0.05},
              "Periodic50x2": {"classes": 50, "train": 2, "test": 4, "length": 2000, "periodic": True}}
+UNSEEN = ("PigCVP", "PigArtPressure", "PigAirwayPressure")
+UCR_ARCHIVE = os.environ.get("UCR_ARCHIVE", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                                         "shared", "data", "UCRArchive_2018"))
 PER_CLASS = (2, 4)
 DTW_LENGTH = 256
 DTW_BAND = 0.1
@@ -60,6 +70,27 @@ def load(name: str) -> data.Dataset:
         return periodic(name, **settings) if settings.pop("periodic", False) else synthetic(name, **settings)
     base, k = name.split("@")
     return subsampled(data.load_archive(base), int(k))
+
+
+def unseen(name: str, root: str = UCR_ARCHIVE) -> data.Dataset:
+    """The archive set ``name`` from its UCR 2018 files under ``root``: a label, then the series,
+    per tab-separated line; the classes are the training labels, sorted."""
+    splits = []
+    for split in ("TRAIN", "TEST"):
+        path = os.path.join(root, name, f"{name}_{split}.tsv")
+        if not os.path.isfile(path):
+            raise data.DataError(f"{path} is missing: {name} is read from the UCR 2018 archive's files "
+                                 "(UCR_ARCHIVE names their folder)")
+        table = np.loadtxt(path, delimiter="\t", ndmin=2)
+        if not np.isfinite(table).all():
+            raise data.DataError(f"{path}: missing values or series of unequal length are not supported")
+        splits.append((data.znormalize(table[:, 1:, None], axis=1).astype(np.float32), table[:, 0]))
+    (x_train, labels_train), (x_test, labels_test) = splits
+    classes, y_train = np.unique(labels_train, return_inverse=True)
+    if not np.isin(labels_test, classes).all():
+        raise data.DataError(f"{name}: test labels {sorted(set(labels_test) - set(classes))} are not training labels")
+    return data.Dataset(name, x_train, y_train.astype(np.int32), x_test,
+                        np.searchsorted(classes, labels_test).astype(np.int32), classes=tuple(f"{c:g}" for c in classes))
 
 
 def subsampled(dataset: data.Dataset, per_class: int, seed: int = SUBSAMPLE_SEED) -> data.Dataset:

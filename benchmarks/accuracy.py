@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -106,7 +107,7 @@ def run(name: str, seeds: list[int], scratch: str, machine: str, epochs_scale: f
                      "final_train_loss": last["train_loss"], "seconds": round(seconds, 1),
                      "compile_seconds": round(result.compile_seconds, 1),
                      "step_ms_median": float(np.median([h["step_time_ms"] for h in result.history])),
-                     "history": result.history})
+                     "history": curve(result.history)})
         print(f"{name} seed {seed}: test accuracy {100 * last['test_accuracy']:.1f}% after {config.epochs} epochs "
               f"in {seconds:.0f} s (compile {result.compile_seconds:.0f} s)", flush=True)
         if tag is not None:
@@ -134,6 +135,23 @@ def search_record(name: str, tag: str, over: dict, config, measured: dict, last:
               "date": time.strftime("%Y-%m-%d")}
     stored = open(SEARCH).read() if os.path.exists(SEARCH) else ""
     atomic.write_text(SEARCH, stored + json.dumps(record) + "\n")
+
+
+CURVE_KEYS = ("epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
+def curve(history: list[dict]) -> list[dict]:
+    """A run's history as accuracy.json keeps it: the epochs evaluated on the test set (the curves),
+    their losses and accuracies to 4 significant digits (every epoch's timings and learning rate
+    made the file 27 MB)."""
+    return [{k: h[k] if k == "epoch" else float(f"{h[k]:.4g}") for k in CURVE_KEYS if k in h}
+            for h in history if "test_accuracy" in h]
+
+
+def dumped(value) -> str:
+    """``value`` as JSON, indented, each innermost list or object (a history row, a row of
+    probabilities) on one line."""
+    return re.sub(r"[\[{][^\[\]{}]*[\]}]", lambda m: re.sub(r"\n\s*", " ", m.group(0)), json.dumps(value, indent=1))
 
 
 def test_probabilities(config, state, dataset: data.Dataset) -> list[list[float]]:
@@ -393,6 +411,8 @@ def main() -> None:
     # entries from before the shift strength and machine were recorded: the stored recipe's shift, the stored machine
     stored_meta = stored.get("meta", {})
     before = {"shift": stored_meta.get("training", {}).get("shift"), "machine": stored_meta.get("machine")}
+    for r in stored["results"] + stored["longer"]:  # entries from before curve() kept every epoch
+        r["runs"] = [{**run, "history": curve(run["history"])} for run in r["runs"]]
     results = {r["dataset"]: {**before, **r} for r in stored["results"]}
     longer = {(r["dataset"], r["epochs"]): {**before, **r} for r in stored["longer"]}
     same_recipe = all(stored.get("meta", {}).get(k) == v for k, v in recipe_fields().items())
@@ -417,7 +437,7 @@ def main() -> None:
             full = {r["dataset"]: r for r in json.load(f)["results"]}
     text = markdown(results, longer, meta, full)
     # Through temporaries: a kill mid-write must not lose the stored runs the next invocation merges with.
-    atomic.write_text(path, json.dumps({"meta": meta, "results": results, "longer": longer}, indent=1))
+    atomic.write_text(path, dumped({"meta": meta, "results": results, "longer": longer}))
     atomic.write_text(os.path.join(args.results, "accuracy.md"), text)
     if any(not proxies.is_proxy(r["dataset"]) for r in results):
         plot([r for r in results if not proxies.is_proxy(r["dataset"])], os.path.join(args.results, "accuracy.png"))

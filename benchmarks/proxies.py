@@ -88,7 +88,8 @@ def unseen(name: str, root: str = UCR_ARCHIVE) -> data.Dataset:
     (x_train, labels_train), (x_test, labels_test) = splits
     classes, y_train = np.unique(labels_train, return_inverse=True)
     if not np.isin(labels_test, classes).all():
-        raise data.DataError(f"{name}: test labels {sorted(set(labels_test) - set(classes))} are not training labels")
+        unknown = ", ".join(f"{c:g}" for c in sorted(set(labels_test) - set(classes)))
+        raise data.DataError(f"{name}: test labels {unknown} are not training labels")
     return data.Dataset(name, x_train, y_train.astype(np.int32), x_test,
                         np.searchsorted(classes, labels_test).astype(np.int32), classes=tuple(f"{c:g}" for c in classes))
 

@@ -1,10 +1,16 @@
 """benchmarks/accuracy.py's bookkeeping (a rerun of some seeds merges with the stored runs of the
-others) and shift_probe.py's training-set statistic."""
+others; what accuracy.json keeps of a run), proxies.py's reader of the UCR archive's files and
+shift_probe.py's training-set statistic."""
+
+import json
 
 import accuracy  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
 import numpy as np
+import proxies
 import pytest
 import shift_probe
+
+from flax_resnet1d.training import data
 
 
 def entry(epochs: int, runs: dict[int, float], augment: str = "shift", shift: float = 0.1) -> dict:
@@ -53,3 +59,36 @@ def test_class_mean_accuracy_is_the_leave_one_out_nearest_mean_and_sees_a_class_
         assert shift_probe.class_mean_accuracy(x, y, shift) == pytest.approx(expected)
     assert shift_probe.class_mean_accuracy(x, y) == 1.0
     assert shift_probe.class_mean_accuracy(x, y, 3) == 0.5  # class 0 moved onto class 1; class 1 stays nearest its own
+
+
+def test_the_stored_curve_keeps_the_evaluated_epochs_to_four_digits_and_the_json_reads_back():
+    history = [{"epoch": e, "step": 7 * e, "lr": 1e-3 / e, "train_loss": 1 / (3 * e), "train_accuracy": 0.5,
+                "epoch_time_s": 0.3, "step_time_ms": 40.1234} for e in range(1, 9)]
+    for h in history[3::4]:
+        h.update(test_loss=2 / (3 * h["epoch"]), test_accuracy=0.123456)
+    kept = accuracy.curve(history)
+    assert kept == [{"epoch": e, "train_loss": float(f"{1 / (3 * e):.4g}"), "train_accuracy": 0.5,
+                     "test_loss": float(f"{2 / (3 * e):.4g}"), "test_accuracy": 0.1235} for e in (4, 8)]
+    assert accuracy.curve(kept) == kept  # stored entries are slimmed again on every write
+    value = {"meta": {"seeds": [0, 1], "note": "a [bracket] and {brace}"}, "results": [{"history": kept}]}
+    text = accuracy.dumped(value)
+    assert json.loads(text) == value
+    assert text.count("\n") == 13 and '"seeds": [ 0, 1 ]' in text  # one line per history row and short list
+
+
+def test_an_archive_set_is_read_from_its_tsv_files(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "Pigs").mkdir()
+    x = {split: 3 + 2 * rng.standard_normal((n, 50)) for split, n in (("TRAIN", 4), ("TEST", 6))}
+    labels = {"TRAIN": [7, 2, 7, 2], "TEST": [2, 7, 7, 2, 2, 7]}
+    for split in x:
+        np.savetxt(tmp_path / "Pigs" / f"Pigs_{split}.tsv", np.column_stack([labels[split], x[split]]), delimiter="\t")
+    got = proxies.unseen("Pigs", str(tmp_path))
+    assert got.classes == ("2", "7") and got.y_train.tolist() == [1, 0, 1, 0] and got.y_test.tolist() == [0, 1, 1, 0, 0, 1]
+    np.testing.assert_allclose(got.x_test[..., 0], data.znormalize(x["TEST"], axis=1), atol=1e-6)
+    assert got.x_train.shape == (4, 50, 1) and got.x_train.dtype == np.float32
+    np.savetxt(tmp_path / "Pigs" / "Pigs_TEST.tsv", np.column_stack([[2, 3, 7, 2, 2, 7], x["TEST"]]), delimiter="\t")
+    with pytest.raises(data.DataError, match=r"Pigs: test labels 3 are not training labels"):
+        proxies.unseen("Pigs", str(tmp_path))
+    with pytest.raises(data.DataError, match=r"Cows_TRAIN.tsv is missing"):
+        proxies.unseen("Cows", str(tmp_path))

@@ -46,7 +46,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     if serving.artifact_suffix(args.dst):
         return export_artifact(args)
-    from ..inference.predictor import is_run_directory
+    from ..training.run_files import is_run_directory
 
     if not is_run_directory(args.models):
         raise UsageError(f"{args.models}: not a run directory; a checkpoint becomes a state dict with convert "

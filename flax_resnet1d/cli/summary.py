@@ -1,4 +1,4 @@
-"""``flax-resnet1d summary``: the per-layer table of a checkpoint's network or of a preset."""
+"""``flax-resnet1d summary``: the per-layer table of a checkpoint's network, a run's or a preset's."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from .options import add_config_argument, add_key_argument, parse_config
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     summary = subparsers.add_parser(
-        "summary", help="per-layer table of a checkpoint's network or of a preset",
+        "summary", help="per-layer table of a checkpoint's network, a run's or a preset's",
         description="Print the per-layer table (output shape, parameter count) and totals.")
-    summary.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?")
+    summary.add_argument("checkpoint", metavar="CHECKPOINT", nargs="?",
+                         help="a checkpoint, or a run directory of train (its network, at the length it trains on)")
     summary.add_argument("--preset", choices=sorted(FAMILY_PRESETS), help="a preset instead of a checkpoint")
     summary.add_argument("--out-length", type=int, default=2,
                          help="with --preset: an encnet's output vector length, 0 for the feature map (default: 2); "
@@ -56,8 +57,7 @@ def run_summary(args: argparse.Namespace) -> int:
     if args.preset:
         config = preset_config(args.preset, **preset_arguments(args.preset, shape, args.out_length))
     else:
-        config = parse_config(args.config) if args.config else None
-        _, config = readers.load_checkpoint(args.checkpoint, args.key, config=config)
+        config, shape = _network_of(args, shape)
     shape = shape or input_shape(config, 1, None)[1:]
     try:
         config.check_input_shape((1, *shape), channel_axis=1)
@@ -66,3 +66,19 @@ def run_summary(args: argparse.Namespace) -> int:
     print(summary(from_config(config), shape))
     return 0
 
+
+def _network_of(args: argparse.Namespace, shape: tuple[int, int] | None) -> tuple:
+    """CHECKPOINT's family config, and the shape to show: for a run directory, by default the
+    length its network trains on."""
+    from ..training import run_files  # training's imports, not needed for a preset
+
+    if not run_files.is_run_directory(args.checkpoint):
+        config = parse_config(args.config) if args.config else None
+        return readers.load_checkpoint(args.checkpoint, args.key, config=config)[1], shape
+    if args.config or args.key:
+        raise UsageError(f"{args.checkpoint} is a run directory: its config.json gives the network, "
+                         "so --config and --key do not apply")
+    run = run_files.load_config(args.checkpoint)
+    if shape is None and run.data.length and not getattr(run.model, "is_vector_input", False):
+        shape = (run.model.in_channels, run.data.length)
+    return run.model, shape

@@ -62,17 +62,12 @@ class Member:
         return bool(getattr(self.config, "is_vector_input", False))
 
 
-def is_run_directory(path: str | os.PathLike) -> bool:
-    """A training run's directory (config.json and checkpoints/), not a Flax checkpoint directory."""
-    from ..training.run_files import CHECKPOINT_DIR, CONFIG_FILE
-
-    return os.path.isfile(os.path.join(path, CONFIG_FILE)) and os.path.isdir(os.path.join(path, CHECKPOINT_DIR))
-
-
 def load_member(path: str | os.PathLike, config: Any = None, key: str | None = None,
                 normalize: str | None = None) -> Member:
     """A run directory (its newest checkpoint and preprocessing) or a checkpoint file or directory
     of any format ``convert`` reads (with ``config``/``key`` where the weights need them)."""
+    from ..training.run_files import is_run_directory
+
     path = str(path)
     if is_run_directory(path):
         if config is not None or key is not None or normalize is not None:

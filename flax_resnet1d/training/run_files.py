@@ -306,6 +306,12 @@ def restore_run(run_dir: str) -> tuple[TrainConfig, TrainState, int]:
     return config, restored[0], restored[1]["epoch"]
 
 
+def is_run_directory(path: str | os.PathLike) -> bool:
+    """A training run's directory (config.json and checkpoints/), not an Orbax checkpoint
+    directory, which holds a config.json of its own."""
+    return os.path.isfile(os.path.join(path, CONFIG_FILE)) and os.path.isdir(os.path.join(path, CHECKPOINT_DIR))
+
+
 def read_init(path: str, config=None) -> tuple[dict, object, str]:
     """(Flax variables, family config, sha256) of the checkpoint a run starts from: any file or
     directory ``io.load_checkpoint`` reads (``config`` where the weights do not determine it), or
@@ -313,7 +319,7 @@ def read_init(path: str, config=None) -> tuple[dict, object, str]:
     or of a directory's files (relative paths and bytes, in sorted order)."""
     from .. import port
 
-    if os.path.isfile(os.path.join(path, CONFIG_FILE)):  # a run directory
+    if is_run_directory(path):
         run_config, state, epoch = restore_run(path)
         if config is not None and config != run_config.model:
             raise TrainingError(f"--config contradicts the network of the run {path}: {run_config.model.to_dict()}")

@@ -99,6 +99,26 @@ def test_a_new_head_is_initialized_with_a_notice(tmp_path, capsys):
     assert set(json.loads(capsys.readouterr().out)["test"]) == {"loss", "accuracy", "examples"}
 
 
+def test_an_orbax_directory_initializes_a_run_and_summary_shows_the_run(tmp_path, capsys):
+    # an Orbax directory holds a config.json too: it must not be taken for a run directory
+    config = family_config(FAMILY_EXAMPLES["EncoderNet1d"])
+    orbax_dir, run_dir = tmp_path / "weights", tmp_path / "run"
+    assert cli.main(["convert", str(FAMILY_DIR / "encnet_bottleneck_k5.pt"), str(orbax_dir)]) == 0
+    arrays = fixture_arrays(config, 24, 0)
+    np.savez(tmp_path / "three.npz", x=arrays["x"], y=np.arange(24) % 3)
+    assert cli.main(["train", "--dataset", str(tmp_path / "three.npz"), "--init", str(orbax_dir), "--epochs", "1",
+                     "--batch-size", "8", "--no-progress", "--out", str(run_dir)]) == 0
+    run = run_files.load_config(str(run_dir))
+    assert (run.model, run.init_sha256) == (config, run_files.tree_sha256(str(orbax_dir)))
+    capsys.readouterr()
+    assert cli.main(["summary", str(orbax_dir), "--input-shape", f"{config.in_channels},{run.data.length}"]) == 0
+    checkpoint_table = capsys.readouterr().out
+    assert cli.main(["summary", str(run_dir)]) == 0  # the run's network, at the length it trains on
+    assert capsys.readouterr().out == checkpoint_table
+    assert cli.main(["summary", str(run_dir), "--key", "model"]) == 2
+    assert "is a run directory: its config.json gives the network" in capsys.readouterr().err
+
+
 def _npz(tmp_path, name: str, **arrays) -> str:
     np.savez(tmp_path / name, **arrays)
     return str(tmp_path / name)

@@ -378,7 +378,8 @@ def recipe_fields() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", choices=data.CLASSIFICATION_DATASETS + proxies.UNSEEN + tuple(proxies.names()),
+    parser.add_argument("--datasets", nargs="+",
+                        choices=data.CLASSIFICATION_DATASETS + proxies.UNSEEN + tuple(proxies.names()),
                         help="default: the eight archive sets aeon ships (none with --proxies)")
     parser.add_argument("--proxies", action="store_true", help="every proxy (proxies.names()) too")
     parser.add_argument("--over", nargs="+", default=[], metavar="KEY=VALUE",

@@ -55,10 +55,10 @@ def run_summary(args: argparse.Namespace) -> int:
         raise UsageError("give either a CHECKPOINT or --preset NAME")
     shape = parse_input_shape(args.input_shape) if args.input_shape else None
     if args.preset:
-        config = preset_config(args.preset, **preset_arguments(args.preset, shape, args.out_length))
+        config, length = preset_config(args.preset, **preset_arguments(args.preset, shape, args.out_length)), None
     else:
-        config, shape = _network_of(args, shape)
-    shape = shape or input_shape(config, 1, None)[1:]
+        config, length = _network_of(args)
+    shape = shape or input_shape(config, 1, length)[1:]
     try:
         config.check_input_shape((1, *shape), channel_axis=1)
     except ValueError as e:
@@ -67,18 +67,16 @@ def run_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _network_of(args: argparse.Namespace, shape: tuple[int, int] | None) -> tuple:
-    """CHECKPOINT's family config, and the shape to show: for a run directory, by default the
-    length its network trains on."""
+def _network_of(args: argparse.Namespace) -> tuple:
+    """CHECKPOINT's family config, and the length to show it at by default: a run directory's is
+    the length its network trains on (None: the network's own default)."""
     from ..training import run_files  # training's imports, not needed for a preset
 
     if not run_files.is_run_directory(args.checkpoint):
         config = parse_config(args.config) if args.config else None
-        return readers.load_checkpoint(args.checkpoint, args.key, config=config)[1], shape
+        return readers.load_checkpoint(args.checkpoint, args.key, config=config)[1], None
     if args.config or args.key:
         raise UsageError(f"{args.checkpoint} is a run directory: its config.json gives the network, "
                          "so --config and --key do not apply")
     run = run_files.load_config(args.checkpoint)
-    if shape is None and run.data.length and not getattr(run.model, "is_vector_input", False):
-        shape = (run.model.in_channels, run.data.length)
-    return run.model, shape
+    return run.model, run.data.length

@@ -94,8 +94,7 @@ def run(name: str, seeds: list[int], scratch: str, machine: str, epochs_scale: f
     for seed in seeds:
         given = {**(over or {}), "seed": seed}
         if epochs_scale != 1:
-            epochs = recipe.epochs_for(len(dataset.y_train), recipe.BATCH_SIZE, *dataset.x_train.shape[1:])
-            given["epochs"] = round(epochs_scale * epochs)
+            given["epochs"] = round(epochs_scale * train_config(given, spec, dataset).epochs)
         config = train_config(given, spec, dataset)
         run_dir = os.path.join(scratch, f"{name}-{seed}")
         start = time.perf_counter()
@@ -118,7 +117,8 @@ def run(name: str, seeds: list[int], scratch: str, machine: str, epochs_scale: f
                        "test_labels": dataset.y_test.tolist(),
                        "length": loaded_set.length, "input_length": dataset.length,
                        "channels": dataset.in_planes, "classes": dataset.num_classes,
-                       "normalize": dataset.normalization.how, "augment": config.augment, "shift": config.shift,
+                       "normalize": dataset.normalization.how, "kernel_size": config.model.kernel_size,
+                       "augment": config.augment, "shift": config.shift,
                        "epochs": config.epochs, "machine": machine,
                        "steps": result.history[-1]["step"], "published": PUBLISHED.get(name), "runs": runs,
                        **proxies.baselines(dataset)})
@@ -126,7 +126,8 @@ def run(name: str, seeds: list[int], scratch: str, machine: str, epochs_scale: f
 
 def search_record(name: str, tag: str, over: dict, config, measured: dict, last: dict, machine: str) -> None:
     """One lever run as a line of ``recipe_search.jsonl`` (the keys of the earlier records)."""
-    record = {"name": name, "tag": tag, "seed": config.seed, "over": over, "model": recipe.MODEL,
+    model = {k: getattr(config.model, k) for k in recipe.MODEL}
+    record = {"name": name, "tag": tag, "seed": config.seed, "over": over, "model": {**model, "layers": list(model["layers"])},
               "note": f"issue 37 lever: {over or 'the recipe'} on {name}",
               "machine": machine,
               "test": last["test_accuracy"], "train_loss": last["train_loss"], "train_acc": last["train_accuracy"],
@@ -184,7 +185,8 @@ def merged(stored: dict | None, measured: dict, same_recipe: bool) -> dict:
     """``measured`` with the stored runs of the seeds not rerun now, if they trained the same
     recipe for as many epochs, with the same shifts: ``--seeds 2`` adds a seed to an entry instead of
     replacing it."""
-    if stored is None or not same_recipe or any(stored.get(k) != measured[k] for k in ("epochs", "augment", "shift")):
+    if stored is None or not same_recipe or any(stored.get(k) != measured[k] for k in ("epochs", "augment", "shift")) \
+            or kernel(stored) != kernel(measured):
         return measured
     rerun = {r["seed"] for r in measured["runs"]}
     runs = sorted([r for r in stored["runs"] if r["seed"] not in rerun] + measured["runs"], key=lambda r: r["seed"])
@@ -205,6 +207,11 @@ def lengths(r: dict) -> str:
     """The length column: the series' length, and the one the network saw where resampled."""
     return f"{r['length']}" if r.get("input_length", r["length"]) == r["length"] else \
         f"{r['length']} -> {r['input_length']}"
+
+
+def kernel(r: dict) -> int:
+    """The kernel a row's network had; rows stored before it was recorded all had 9."""
+    return r.get("kernel_size", 9)
 
 
 def shifts(r: dict) -> str:
@@ -229,10 +236,10 @@ def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | N
              "network's inputs (z-normalized series; per channel for the multivariate sets), and DTW with a "
              f"Sakoe-Chiba band of {proxies.DTW_BAND:.0%} of the length on the "
              f"series average-pooled to at most {proxies.DTW_LENGTH} steps (`proxies.baselines`).", "",
-             "| data set | train/test | length x channels | classes | epochs (steps) | shifts | ours | ensemble | "
+             "| data set | train/test | length x channels | classes | kernel | epochs (steps) | shifts | ours | ensemble | "
              "1-NN ED | 1-NN DTW | published ResNet | vs published | ensemble vs published | time per run (s) | "
              "compile (s) | ms/step |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if not results:  # proxies measured into a --results of their own
         lines = lines[:1]
     def elsewhere(r: dict) -> str:  # the row's machine, or how the header's was shared for it
@@ -244,7 +251,7 @@ def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | N
     for r in results:
         published = "n/a" if r["published"] is None else f"{r['published'][0]:.1f} +- {r['published'][1]:.1f}"
         lines.append(f"| {r['dataset']} | {r['train']}/{r['test']} | {lengths(r)} x {r['channels']} | "
-                     f"{r['classes']} | {r['epochs']} ({r['steps']}) | {shifts(r)} | "
+                     f"{r['classes']} | {kernel(r)} | {r['epochs']} ({r['steps']}) | {shifts(r)} | "
                      f"{r['mean']:.1f} +- {r['std']:.1f} | "
                      f"{'-' if r.get('ensemble') is None else format(r['ensemble'], '.1f')} | "
                      f"{baseline_cells(r)} | {published} | {verdict(r)} | {verdict(r, 'ensemble')} | "
@@ -259,13 +266,13 @@ def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | N
                   "2 training series a class, length 2000; Periodic50x2: 50 classes of a beat each, repeated from a "
                   "random phase, the same sizes. Full split: the recipe on the whole training split (the eight sets' "
                   "table, as measured there).", "",
-                  "| data set | train/test | length x channels | classes | epochs (steps) | shifts | seeds | ours | "
-                  "ensemble | 1-NN ED | 1-NN DTW | full split | time per run (s) | ms/step |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| data set | train/test | length x channels | classes | kernel | epochs (steps) | shifts | seeds | "
+                  "ours | ensemble | 1-NN ED | 1-NN DTW | full split | time per run (s) | ms/step |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in proxied:
             full = main.get(r["dataset"].split("@")[0]) if "@" in r["dataset"] else None  # synthetic: no full split
             lines.append(f"| {r['dataset']} | {r['train']}/{r['test']} | {lengths(r)} x {r['channels']} | "
-                         f"{r['classes']} | {r['epochs']} ({r['steps']}) | "
+                         f"{r['classes']} | {kernel(r)} | {r['epochs']} ({r['steps']}) | "
                          f"{shifts(r)} | {[x['seed'] for x in r['runs']]} | "
                          f"{r['mean']:.1f} +- {r['std']:.1f} | "
                          f"{'-' if r.get('ensemble') is None else format(r['ensemble'], '.1f')} | "
@@ -373,7 +380,7 @@ def recipe_fields() -> dict:
             "max_steps": recipe.MAX_STEPS, "min_epochs": recipe.MIN_EPOCHS, "min_steps": recipe.MIN_STEPS,
             "shift_strengths": list(recipe.SHIFT_STRENGTHS), "step_ms": list(recipe.STEP_MS),
             "step_budget_s": recipe.STEP_BUDGET_S, "max_length": recipe.MAX_LENGTH,
-            "resample_loss": recipe.RESAMPLE_LOSS}
+            "resample_loss": recipe.RESAMPLE_LOSS, "resampled_kernel_size": recipe.RESAMPLED_KERNEL_SIZE}
 
 
 def main() -> None:

@@ -61,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              for k, v in recipe.MODEL.items())
     signal_model = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                             for k, v in recipe.SIGNAL_MODEL.items())
-    m = p.add_argument_group(f"model (default: {default_model}; for signal targets --arch {recipe.ARCHS['signal']} "
+    m = p.add_argument_group(f"model (default: {default_model}, --kernel-size {recipe.RESAMPLED_KERNEL_SIZE} for "
+                                 f"series the recipe resamples; for signal targets --arch {recipe.ARCHS['signal']} "
                                  f"{signal_model})")
     m.add_argument("--arch", choices=run_config.TRAIN_ARCHS, help="the network; its channels and outputs come from "
                                                                   "the data")
@@ -157,9 +158,12 @@ def run_train(args: argparse.Namespace) -> int:
             a, b = (dataset.classes[i] for i in recipe.class_changed_by_shift(dataset.x_train, dataset.y_train))
             print(f"recipe: no random shifts, since class {a}'s mean series moved one step is nearer class {b}'s "
                   "than its own (timing tells the classes apart); --augment shift forces them")
-        if dataset.length < full_length and "max_length" not in given:
+        if run_config.recipe_resampled(given, spec):
             print(f"recipe: the series resampled from {full_length} to {dataset.length} steps, since that keeps "
                   f"{1 - recipe.RESAMPLE_LOSS:.0%} of their energy or more; --max-length sets it (0: keep them)")
+            if init is None and "kernel_size" not in given and "preset" not in given:
+                print(f"recipe: kernel {config.model.kernel_size} for the resampled series, to reach along their "
+                      "shapes; --kernel-size sets it")
         if config.task == "classify" and "shift" not in given and config.augment == "shift" \
                 and config.shift != recipe.TRAINING["shift"]:  # the recipe's neighbour check
             print(f"recipe: random shifts of up to {config.shift:.0%} of the length, since moved that far more "

@@ -182,8 +182,10 @@ def train_config(given: dict, spec: data.DataSpec, dataset: data.Dataset, init: 
     """The run's settings: the options given (argparse names), the recipe for the others; with
     ``init`` (the family config of ``given['init']``'s weights) the network is the checkpoint's."""
     options = {k: given[k] for k in TRAINING_OPTIONS if k in given}
-    training = recipe.training(dataset.x_train, dataset.y_train, options, dataset.task)
-    model = model_config(given, dataset) if init is None else init_model_config(given, dataset, init)
+    model = model_config(given, dataset, recipe_resampled(given, spec)) if init is None else \
+        init_model_config(given, dataset, init)
+    training = recipe.training(dataset.x_train, dataset.y_train, options, dataset.task,
+                               getattr(model, "kernel_size", recipe.MODEL["kernel_size"]))
     spec = dataclasses.replace(spec, task=dataset.task)
     origin = {} if init is None else {"init": os.path.abspath(given["init"]), "init_sha256": init_sha256}
     return TrainConfig(model, spec, **training, **origin)
@@ -223,6 +225,11 @@ def sized(given: dict, spec: data.DataSpec, dataset: data.Dataset) -> tuple[data
     return dataclasses.replace(spec, max_length=length), data.capped(dataset, length)
 
 
+def recipe_resampled(given: dict, spec: data.DataSpec) -> bool:
+    """Whether ``sized`` resampled the series to the recipe's length (no --max-length given)."""
+    return "max_length" not in given and spec.max_length is not None
+
+
 def given_arch(given: dict) -> str | None:
     """The architecture --arch or --preset names (None: the task's default)."""
     if "preset" in given:
@@ -246,9 +253,9 @@ def data_arguments(arch: str, dataset: data.Dataset) -> dict:
     return {"in_planes": dataset.in_planes, "out_planes": dataset.outputs}
 
 
-def model_config(given: dict, dataset: data.Dataset) -> Any:
+def model_config(given: dict, dataset: data.Dataset, resampled: bool = False) -> Any:
     """The network: --preset or --arch with --channel/--layers/--block/--kernel-size (the task's
-    recipe for those left out), sized to the data."""
+    recipe for those left out, for series it ``resampled`` if so), sized to the data."""
     arch = given_arch(given) or recipe.ARCHS[dataset.task]
     if arch not in TASK_ARCHS[dataset.task]:
         raise UsageError(f"the task {dataset.task} (what the data's targets imply, or --task) trains "
@@ -261,7 +268,7 @@ def model_config(given: dict, dataset: data.Dataset) -> Any:
                                  f"{' '.join(clash)}")
             return preset_config(given["preset"], **data_arguments(arch, dataset),
                                  kernel_size=given.get("kernel_size", PRESET_KERNEL_SIZE))
-        defaults = recipe.model(dataset.task)
+        defaults = recipe.model(dataset.task, resampled)
         model = {k: given.get(k, defaults[k]) for k in ("channel", "layers", "block", "kernel_size")}
         return CONFIGS[arch](**{**model, "layers": tuple(model["layers"])}, **data_arguments(arch, dataset))
     except (TypeError, ValueError) as e:

@@ -139,28 +139,31 @@ def test_the_budget_of_the_eight_sets(name):
 
 @pytest.mark.parametrize("name", EIGHT_SETS)
 def test_the_recipe_on_the_eight_sets(name):
-    """The choices the accuracy table was measured with, from each set's training split."""
-    dataset = run_config.sized({}, data.DataSpec(name), data.load_archive(name))[1]
+    """The choices the accuracy table was measured with, from each set's training split: none of
+    them is resampled, so all keep MODEL's kernel."""
+    spec, dataset = run_config.sized({}, data.DataSpec(name), data.load_archive(name))
     assert dataset.length == EIGHT_SETS[name][0][1]
-    settings = recipe.training(dataset.x_train, dataset.y_train, {})
+    config = run_config.train_config({}, spec, dataset)
     augment, shift, epochs = EIGHT_SETS[name][1]
-    assert (settings["augment"], settings["epochs"]) == (augment, epochs)
-    assert settings["shift"] == (shift or recipe.TRAINING["shift"])
+    assert (config.augment, config.epochs, config.model.kernel_size) == (augment, epochs, recipe.MODEL["kernel_size"])
+    assert config.shift == (shift or recipe.TRAINING["shift"])
 
 
-@pytest.mark.parametrize("num_train, batch_size, length, channels",
-                         [(104, 16, 2000, 1), (100, 16, 8000, 1), (12, 16, 20000, 1), (104, 16, 2000, 12),
-                          (1000, 16, 1000, 3), (104, 8, 2000, 1)])
-def test_the_time_rule_caps_the_steps_of_long_series_to_the_budget(num_train, batch_size, length, channels):
-    epochs = recipe.epochs_for(num_train, batch_size, length, channels)
-    steps_per_epoch, ms = math.ceil(num_train / batch_size), recipe.step_ms(batch_size, length, channels)
+@pytest.mark.parametrize("num_train, batch_size, length, channels, kernel_size",
+                         [(104, 16, 2000, 1, 9), (100, 16, 8000, 1, 9), (12, 16, 20000, 1, 9), (104, 16, 2000, 12, 9),
+                          (1000, 16, 1000, 3, 9), (104, 8, 2000, 1, 9), (2000, 16, 512, 1, 15), (104, 16, 2000, 1, 3)])
+def test_the_time_rule_caps_the_steps_of_long_series_to_the_budget(num_train, batch_size, length, channels,
+                                                                    kernel_size):
+    epochs = recipe.epochs_for(num_train, batch_size, length, channels, kernel_size)
+    steps_per_epoch = math.ceil(num_train / batch_size)
+    ms = recipe.step_ms(batch_size, length, channels, kernel_size)
     assert epochs < recipe.epochs_for(num_train, batch_size)  # the time binds before the step cap
     assert epochs * steps_per_epoch * ms <= 1e3 * recipe.STEP_BUDGET_S < (epochs + 1) * steps_per_epoch * ms
 
 
-@pytest.mark.parametrize("grown", [0, 1, 2])
-def test_a_step_takes_longer_with_more_rows_steps_or_channels(grown):
-    shape = [16, 500, 2]
+@pytest.mark.parametrize("grown", [0, 1, 2, 3])
+def test_a_step_takes_longer_with_more_rows_steps_channels_or_kernel(grown):
+    shape = [16, 500, 2, 9]
     bigger = [2 * v if i == grown else v for i, v in enumerate(shape)]
     assert recipe.step_ms(*bigger) > recipe.step_ms(*shape) > 0
 
@@ -230,19 +233,32 @@ def test_resample_loss_is_the_energy_resampling_to_the_length_and_back_loses(kin
     assert recipe.input_length(x[:, :recipe.MAX_LENGTH]) == recipe.MAX_LENGTH  # not longer: as it is
 
 
-@pytest.mark.parametrize("kind, given, length", [("smooth", [], recipe.MAX_LENGTH), ("spiky", [], 2000),
-                                                 ("smooth", ["--max-length", "300"], 300),
-                                                 ("smooth", ["--max-length", "0"], 2000)])
-def test_train_resamples_long_smooth_series_to_the_recipes_length(kind, given, length, tmp_path, capsys):
+@pytest.mark.parametrize("kind, given, length, kernel",
+                         [("smooth", [], recipe.MAX_LENGTH, recipe.RESAMPLED_KERNEL_SIZE), ("spiky", [], 2000, 9),
+                          ("smooth", ["--max-length", "300"], 300, 9), ("smooth", ["--max-length", "0"], 2000, 9),
+                          ("smooth", ["--kernel-size", "5"], recipe.MAX_LENGTH, 5)])
+def test_train_resamples_long_smooth_series_to_the_recipes_length_with_a_wider_kernel(kind, given, length, kernel,
+                                                                                       tmp_path, capsys):
     x, y = _smooth_and_spiky()[kind].astype(np.float32), np.arange(12, dtype=np.int32) % 2
     save_npz(data.Dataset("long", x, y, x, y, classes=("0", "1")), tmp_path / "train.npz", tmp_path / "test.npz")
     assert cli.main(["train", "--dataset", str(tmp_path / "train.npz"), "--test-data", str(tmp_path / "test.npz"),
-                     "--channel", "4", "--kernel-size", "3", "--epochs", "1", "--no-progress",
-                     "--out", str(tmp_path / "run"), *given]) == 0
+                     "--channel", "4", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "run"), *given]) == 0
+    out = capsys.readouterr().out
     said = f"recipe: the series resampled from 2000 to {recipe.MAX_LENGTH} steps, since that keeps 50% of their energy"
-    assert (said in capsys.readouterr().out) == (length == recipe.MAX_LENGTH)
-    spec = run_files.load_config(tmp_path / "run").data
-    assert spec.length == length and spec.max_length == (length if length < 2000 else None)
+    assert (said in out) == (length == recipe.MAX_LENGTH)
+    said = f"recipe: kernel {recipe.RESAMPLED_KERNEL_SIZE} for the resampled series"
+    assert (said in out) == (kernel == recipe.RESAMPLED_KERNEL_SIZE)
+    config = run_files.load_config(tmp_path / "run")
+    assert config.data.length == length and config.data.max_length == (length if length < 2000 else None)
+    assert config.model.kernel_size == kernel
+
+
+def test_the_time_rule_counts_the_kernel_of_the_network_it_trains():
+    x, y = _smooth_and_spiky()["spiky"].astype(np.float32), np.arange(12, dtype=np.int32) % 2
+    dataset = data.Dataset("long", x, y, x, y, classes=("0", "1"))
+    epochs = [run_config.train_config({"kernel_size": k}, data.DataSpec("long.npz"), dataset).epochs for k in (3, 9, 25)]
+    assert epochs == [recipe.epochs_for(12, recipe.BATCH_SIZE, 2000, 1, k) for k in (3, 9, 25)]
+    assert epochs[0] == epochs[1] > epochs[2]  # a narrower kernel is not counted faster
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -127,7 +127,8 @@ def run(name: str, seeds: list[int], scratch: str, machine: str, epochs_scale: f
 def search_record(name: str, tag: str, over: dict, config, measured: dict, last: dict, machine: str) -> None:
     """One lever run as a line of ``recipe_search.jsonl`` (the keys of the earlier records)."""
     model = {k: getattr(config.model, k) for k in recipe.MODEL}
-    record = {"name": name, "tag": tag, "seed": config.seed, "over": over, "model": {**model, "layers": list(model["layers"])},
+    record = {"name": name, "tag": tag, "seed": config.seed, "over": over,
+              "model": {**model, "layers": list(model["layers"])},
               "note": f"issue 37 lever: {over or 'the recipe'} on {name}",
               "machine": machine,
               "test": last["test_accuracy"], "train_loss": last["train_loss"], "train_acc": last["train_accuracy"],
@@ -236,9 +237,9 @@ def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | N
              "network's inputs (z-normalized series; per channel for the multivariate sets), and DTW with a "
              f"Sakoe-Chiba band of {proxies.DTW_BAND:.0%} of the length on the "
              f"series average-pooled to at most {proxies.DTW_LENGTH} steps (`proxies.baselines`).", "",
-             "| data set | train/test | length x channels | classes | kernel | epochs (steps) | shifts | ours | ensemble | "
-             "1-NN ED | 1-NN DTW | published ResNet | vs published | ensemble vs published | time per run (s) | "
-             "compile (s) | ms/step |",
+             "| data set | train/test | length x channels | classes | kernel | epochs (steps) | shifts | ours | "
+             "ensemble | 1-NN ED | 1-NN DTW | published ResNet | vs published | ensemble vs published | "
+             "time per run (s) | compile (s) | ms/step |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if not results:  # proxies measured into a --results of their own
         lines = lines[:1]

@@ -73,25 +73,13 @@ def load(name: str) -> data.Dataset:
 
 
 def unseen(name: str, root: str = UCR_ARCHIVE) -> data.Dataset:
-    """The archive set ``name`` from its UCR 2018 files under ``root``: a label, then the series,
-    per tab-separated line; the classes are the training labels, sorted."""
-    splits = []
-    for split in ("TRAIN", "TEST"):
-        path = os.path.join(root, name, f"{name}_{split}.tsv")
+    """The archive set ``name`` from its UCR 2018 files under ``root`` (``data.load_tsv``)."""
+    paths = [os.path.join(root, name, f"{name}_{split}.tsv") for split in ("TRAIN", "TEST")]
+    for path in paths:
         if not os.path.isfile(path):
             raise data.DataError(f"{path} is missing: {name} is read from the UCR 2018 archive's files "
                                  "(UCR_ARCHIVE names their folder)")
-        table = np.loadtxt(path, delimiter="\t", ndmin=2)
-        if not np.isfinite(table).all():
-            raise data.DataError(f"{path}: missing values or series of unequal length are not supported")
-        splits.append((data.znormalize(table[:, 1:, None], axis=1).astype(np.float32), table[:, 0]))
-    (x_train, labels_train), (x_test, labels_test) = splits
-    classes, y_train = np.unique(labels_train, return_inverse=True)
-    if not np.isin(labels_test, classes).all():
-        unknown = ", ".join(f"{c:g}" for c in sorted(set(labels_test) - set(classes)))
-        raise data.DataError(f"{name}: test labels {unknown} are not training labels")
-    return data.Dataset(name, x_train, y_train.astype(np.int32), x_test,
-                        np.searchsorted(classes, labels_test).astype(np.int32), classes=tuple(f"{c:g}" for c in classes))
+    return dataclasses.replace(data.load_tsv(*paths), name=name)
 
 
 def subsampled(dataset: data.Dataset, per_class: int, seed: int = SUBSAMPLE_SEED) -> data.Dataset:

@@ -55,7 +55,8 @@ def measure(length: int, channels: int, steps: int, kernel_size: int = recipe.MO
         result = loop.fit(config, dataset, run_dir, progress=False)
         seconds = time.perf_counter() - start
     ms = [h["step_time_ms"] for h in result.history[1:]]
-    return {"length": length, "channels": channels, "kernel_size": kernel_size, "batch": config.batch_size, "steps": len(ms) * STEPS_PER_EPOCH,
+    return {"length": length, "channels": channels, "kernel_size": kernel_size, "batch": config.batch_size,
+            "steps": len(ms) * STEPS_PER_EPOCH,
             "step_ms_median": float(np.median(ms)), "step_ms_min": float(np.min(ms)),
             "step_ms_max": float(np.max(ms)), "compile_s": round(result.compile_seconds, 1),
             "seconds": round(seconds, 1)}
@@ -91,7 +92,8 @@ def markdown(rows: list[dict], fit: tuple[float, float, float, float], meta: dic
              f"{meta['machine']}; {meta['date']}. Fit: ms = {a:.2f} + {b * 1e3:.4f}e-3 * batch * length * "
              f"(1 + {c:.4f} * (channels - 1)) * (1 + {d:.4f} * max(0, kernel - {recipe.MODEL['kernel_size']})); "
              "`recipe.step_ms` (the budget's model) next to it.", "",
-             "| length | channels | kernel | steps timed | median ms | min | max | fit | recipe.step_ms | compile (s) |",
+             "| length | channels | kernel | steps timed | median ms | min | max | fit | recipe.step_ms | "
+             "compile (s) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['length']} | {r['channels']} | {kernel(r)} | {r['steps']} | {r['step_ms_median']:.1f} | "
@@ -128,8 +130,8 @@ def main() -> None:
                 "date": time.strftime("%Y-%m-%d")}
     fit = fitted(rows)
     text = markdown(rows, fit, meta)
-    atomic.write_text(path,
-                      json.dumps({"meta": meta, "fit": dict(zip(("a_ms", "b_ms", "c", "d"), fit)), "rows": rows}, indent=1))
+    record = {"meta": meta, "fit": dict(zip(("a_ms", "b_ms", "c", "d"), fit)), "rows": rows}
+    atomic.write_text(path, json.dumps(record, indent=1))
     atomic.write_text(os.path.join(args.out, "step_time.md"), text)
     print(text)
 

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "newest readable checkpoint on its data set's train and test splits, or "
                                           "on --data.")
     e.add_argument("run_dir", metavar="RUN_DIR")
-    e.add_argument("--data", metavar="FILE.npz", help="evaluate on these arrays (x, and y as the run's) instead")
+    e.add_argument("--data", metavar="FILE.npz|FILE.tsv",
+                   help="evaluate on these arrays (x, and y as the run's) instead, or a classifier on a UCR .tsv")
     e.add_argument("--layout", choices=data.LAYOUTS, default="NCL", help="axes of --data's x")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.set_defaults(func=run_eval)

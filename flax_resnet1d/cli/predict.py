@@ -8,7 +8,8 @@ import time
 from ..training import data
 from .options import add_config_argument, add_key_argument, parse_config
 
-INPUT_HELP = (".npz (array x), .npy, .ts (the UCR/UEA archive's format) or .csv (one series a row); "
+INPUT_HELP = (".npz (array x), .npy, .ts (the UCR/UEA archive's format), .tsv (the UCR 2018 archive's: a label, "
+              "ignored, then the series, a line each) or .csv (one series a row); "
               "(N, C, L) or (N, L, C) as --layout says, (N, L) for one channel")
 LAYOUT_HELP = "axes of X and of output signals (default: those of the data the run trained on, else NCL)"
 

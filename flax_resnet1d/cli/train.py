@@ -37,15 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", metavar="NAME|FILE.npz",
+    d.add_argument("--dataset", metavar="NAME|FILE.npz|FILE.tsv",
                    help=f"an archive set (classification: {', '.join(data.CLASSIFICATION_DATASETS)}; default "
-                        f"GunPoint; regression: {', '.join(data.REGRESSION_DATASETS)}) or a .npz with x (N, C, L) "
+                        f"GunPoint; regression: {', '.join(data.REGRESSION_DATASETS)}), a .npz with x (N, C, L) "
                         "(a DecoderNet1d's: vectors (N, F)) and y: integer labels (N,), float targets (N,) or "
-                        "(N, K), a target series (N, C', L), or none (an auto-encoder's: x itself)")
+                        "(N, K), a target series (N, C', L), or none (an auto-encoder's: x itself); or a UCR 2018 "
+                        "archive split NAME_TRAIN.tsv (a label, then the series, per tab-separated line)")
     d.add_argument("--task", choices=data.TASKS, help="override the task the targets imply")
-    d.add_argument("--test-data", metavar="FILE.npz", help="test arrays for a .npz --dataset")
+    d.add_argument("--test-data", metavar="FILE.npz|FILE.tsv",
+                   help="test arrays for a .npz --dataset, or the NAME_TEST.tsv of a .tsv one")
     d.add_argument("--test-fraction", type=float,
-                   help="without --test-data: fraction of a .npz data set held out for testing (default 0.2)")
+                   help="without --test-data: fraction of a .npz or .tsv data set held out for testing (default 0.2)")
     d.add_argument("--layout", choices=data.LAYOUTS, help="axes of the .npz x: N,C,L (MDNC, default) or N,L,C")
     d.add_argument("--normalize", choices=data.NORMALIZATIONS,
                    help="series: z-normalize each channel of each series (UCR convention; default for univariate "

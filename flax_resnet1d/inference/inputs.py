@@ -1,5 +1,6 @@
 """The series to predict on, as a user gives them: ``.npz`` (array ``x``), ``.npy``, ``.ts`` (the
-UCR/UEA archive's format, via ``aeon``) or ``.csv`` (one univariate series a row), checked before
+UCR/UEA archive's format, via ``aeon``), ``.tsv`` (the UCR 2018 archive's: a label, ignored here, then
+the series, a line each) or ``.csv`` (one univariate series a row), checked before
 any array is allocated (an ``.npy`` or ``.npz`` header declaring more than the available memory is
 refused), validated (numeric, finite) and returned channels-last ``(N, L, C)`` float64, or a list
 of ``(L_i, C)`` series when a ``.ts`` file holds series of several lengths. A decoder with a
@@ -14,9 +15,9 @@ import numpy as np
 
 from .. import memory
 from ..errors import DataError, first_line
-from ..training.data import LAYOUTS
+from ..training.data import LAYOUTS, check_text_memory, read_tsv
 
-INPUT_SUFFIXES = (".npz", ".npy", ".ts", ".csv")
+INPUT_SUFFIXES = (".npz", ".npy", ".ts", ".tsv", ".csv")
 
 
 def read_inputs(path: str, layout: str = "NCL", vector: int | None = None) -> np.ndarray | list[np.ndarray]:
@@ -34,7 +35,7 @@ def read_inputs(path: str, layout: str = "NCL", vector: int | None = None) -> np
         series = _read_ts(path)
         lengths = {len(s) for s in series}
         return np.stack(series) if len(lengths) == 1 else series
-    x = {".npz": _read_npz, ".npy": _read_npy, ".csv": _read_csv}[suffix](path)
+    x = {".npz": _read_npz, ".npy": _read_npy, ".csv": _read_csv, ".tsv": _read_tsv}[suffix](path)
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise DataError(f"{path}: x must be numeric, got dtype {x.dtype}")
     if len(x) == 0:
@@ -74,17 +75,16 @@ def _read_npz(path: str) -> np.ndarray:
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
 
 
-def check_text_memory(path: str) -> None:
-    """A text file of numbers becomes at most one float64 for each two bytes (a digit and a comma)."""
-    memory.check_fits(4 * os.path.getsize(path), f"--input {path}: reading it", memory.host_available(), DataError)
-
-
 def _read_csv(path: str) -> np.ndarray:
-    check_text_memory(path)
+    check_text_memory(path, f"--input {path}")
     try:
         return np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
     except ValueError as e:
         raise DataError(f"{path}: not a CSV file of numbers, one series a row ({e})") from None
+
+
+def _read_tsv(path: str) -> np.ndarray:
+    return read_tsv(path, "--input")[0][..., 0]  # (N, L), one channel whatever the layout; the labels are not input
 
 
 def _read_ts(path: str) -> list[np.ndarray]:
@@ -93,7 +93,7 @@ def _read_ts(path: str) -> list[np.ndarray]:
     except ImportError:
         raise DataError(f"{path}: .ts files are read by the aeon package, which is not installed: "
                         "pip install 'flax-resnet1d[data]'") from None
-    check_text_memory(path)
+    check_text_memory(path, f"--input {path}")
     try:
         x = aeon.datasets.load_from_ts_file(path, return_type="np-list")
     except Exception as e:  # aeon raises IOError, ValueError, TsFileParseException on a malformed file

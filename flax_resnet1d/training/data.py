@@ -5,6 +5,8 @@ tasks (``TASKS``) their targets imply:
 - ``regress``: float targets ``y (N,)`` or ``(N, K)``, kept as ``(N, K)``;
 - ``signal``: a target series ``y (N, C', L')`` in ``x``'s layout, kept channels-last
   ``(N, L', C')``; no ``y`` at all: the (normalized) input itself, an auto-encoder's target.
+A user's data is a ``.npz`` of arrays ``x`` and ``y``, or a classification set in the UCR 2018
+archive's ``.tsv`` files (a label, then the series, per tab-separated line; ``load_tsv``).
 
 Every loader returns a ``Dataset`` with inputs channels-last ``(N, L, C)`` float32 (what the
 Flax model takes; a ``DecoderNet1d``'s vector inputs ``(N, F)``) and the targets of its task.
@@ -42,7 +44,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import memory
-from ..errors import DataError, input_file
+from ..errors import DataError, first_line, input_file
 
 # UCR/UEA classification sets whose TRAIN/TEST files ship inside the aeon package.
 CLASSIFICATION_DATASETS = ("GunPoint", "ArrowHead", "ItalyPowerDemand", "OSULeaf", "ACSF1", "PickupGestureWiimoteZ",
@@ -53,6 +55,7 @@ ARCHIVE_DATASETS = CLASSIFICATION_DATASETS + REGRESSION_DATASETS
 MULTIVARIATE_DATASETS = ("BasicMotions", "JapaneseVowels", "CardanoSentiment")
 TASKS = ("classify", "regress", "signal")
 LAYOUTS = ("NCL", "NLC")  # of a user's x array; NCL is MDNC's (N, C, L)
+USER_FILES = (".npz", ".tsv")  # a user's arrays, or a UCR 2018 archive split
 NORMALIZATIONS = ("series", "channel", "none")
 
 
@@ -191,9 +194,9 @@ def stretched(x: np.ndarray, factor: np.ndarray) -> np.ndarray:
 class DataSpec:
     """Where a run's data comes from; saved in the run's config so ``eval`` can reload it.
 
-    ``source`` is an archive name or a ``.npz`` path. For ``.npz`` data, ``test`` is another
-    ``.npz``; without it a fixed ``test_fraction`` of the examples (chosen by a permutation
-    seeded with 0, the same for every training seed) is held out.
+    ``source`` is an archive name, a ``.npz`` path or a UCR ``.tsv`` path. For a file, ``test`` is
+    another of its kind; without it a fixed ``test_fraction`` of the examples (chosen by a
+    permutation seeded with 0, the same for every training seed) is held out.
     """
 
     source: str
@@ -288,7 +291,7 @@ class DataSpec:
 
 def input_files(spec: DataSpec) -> tuple[str, ...]:
     """The files a run reads its data from (none for an archive set)."""
-    return tuple(path for path in (spec.source, spec.test) if path and path.endswith(".npz"))
+    return tuple(path for path in (spec.source, spec.test) if path and path.endswith(USER_FILES))
 
 
 def load(spec: DataSpec) -> Dataset:
@@ -296,6 +299,8 @@ def load(spec: DataSpec) -> Dataset:
     if spec.source.endswith(".npz"):
         dataset = load_npz(spec.source, spec.layout, spec.test, spec.test_fraction, spec.normalize, spec.task,
                            spec.vector)
+    elif spec.source.endswith(".tsv"):
+        dataset = load_tsv(spec.source, spec.test, spec.test_fraction, spec.normalize, spec.task)
     else:
         dataset = load_archive(spec.source, spec.normalize, spec.task)
     dataset = capped(dataset, spec.max_length)
@@ -480,18 +485,10 @@ def load_npz(path: str, layout: str = "NCL", test_path: str | None = None, test_
             raise DataError(f"{test_path}: {'has no' if y_test is None else 'has a'} y but {path} "
                             f"{'has one' if y_test is None else 'does not'}")
     else:
-        if not 0 < test_fraction < 1:
-            raise DataError(f"test fraction must be between 0 and 1, got {test_fraction}")
-        order = np.random.default_rng(0).permutation(len(x_train))
-        n_test = int(round(test_fraction * len(x_train)))
-        if not 0 < n_test < len(x_train):
-            raise DataError(f"{path}: {len(x_train)} examples are too few to hold out a test fraction of "
-                            f"{test_fraction}; pass a separate test file")
-        train, test = order[n_test:], order[:n_test]
+        train, test = held_out(path, len(x_train), test_fraction)
         x_train, x_test = x_train[train], x_train[test]
         y_train, y_test = (None, None) if y_train is None else (y_train[train], y_train[test])
-    if x_test.shape[1:] != x_train.shape[1:]:
-        raise DataError(f"test inputs have shape {x_test.shape} but training inputs {x_train.shape}")
+    check_test_shape(x_train, x_test)
     as_series = (lambda x: x[:, :, None]) if vector else (lambda x: x)
     normalization = Normalization.fit(normalize, as_series(x_train))
     x_train, x_test = (float32_inputs(where, normalization, as_series(x))[..., 0] if vector
@@ -515,6 +512,93 @@ def load_npz(path: str, layout: str = "NCL", test_path: str | None = None, test_
     return Dataset(name, x_train, float32_targets(path, scale, y_train), x_test,
                    float32_targets(test_path or path, scale, y_test), normalization=normalization, task=task,
                    target_scale=scale)
+
+
+def held_out(path: str, n: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """The training and test indices of ``n`` examples without a test file: a fixed
+    ``test_fraction`` of them (a permutation seeded with 0) held out."""
+    if not 0 < test_fraction < 1:
+        raise DataError(f"test fraction must be between 0 and 1, got {test_fraction}")
+    order = np.random.default_rng(0).permutation(n)
+    n_test = int(round(test_fraction * n))
+    if not 0 < n_test < n:
+        raise DataError(f"{path}: {n} examples are too few to hold out a test fraction of {test_fraction}; pass a "
+                        "separate test file")
+    return order[n_test:], order[:n_test]
+
+
+def check_test_shape(x_train: np.ndarray, x_test: np.ndarray) -> None:
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise DataError(f"test inputs have shape {x_test.shape} but training inputs {x_train.shape}")
+
+
+def load_tsv(path: str, test_path: str | None = None, test_fraction: float = 0.2, normalize: str = "series",
+             task: str | None = None) -> Dataset:
+    """A classification set in the UCR 2018 archive's files: ``path`` (its ``_TRAIN.tsv``) and
+    ``test_path`` (``_TEST.tsv``), or a held-out ``test_fraction`` of ``path`` (``held_out``). The
+    classes are the training labels, sorted, named as the file writes them (``label_names``)."""
+    if task not in (None, "classify"):
+        raise DataError(f"{path}: a .tsv holds labelled series (the UCR archive's), task classify, not {task}")
+    x_train, labels_train = read_tsv(path, "training")
+    if test_path is not None:
+        if not test_path.endswith(".tsv"):
+            raise DataError(f"{test_path}: the test file of a .tsv data set is a .tsv too")
+        x_test, labels_test = read_tsv(test_path, "test")
+    else:
+        train, test = held_out(path, len(x_train), test_fraction)
+        x_train, x_test = x_train[train], x_train[test]
+        labels_train, labels_test = labels_train[train], labels_train[test]
+    check_test_shape(x_train, x_test)
+    classes, y_train = np.unique(labels_train, return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(f"{path}: the training labels hold one class ({label_names(classes)[0]}): there is nothing "
+                        "to tell apart")
+    names = label_names(classes)
+    y_test = class_indices(test_path or path, labels_test, names)
+    normalization = Normalization.fit(normalize, x_train)
+    return Dataset(os.path.basename(path), float32_inputs(path, normalization, x_train), y_train.astype(np.int32),
+                   float32_inputs(test_path or path, normalization, x_test), y_test, classes=names,
+                   normalization=normalization)
+
+
+def read_tsv(path: str, split: str = "training") -> tuple[np.ndarray, np.ndarray]:
+    """One UCR 2018 archive file, a label and then the series per tab-separated line: the series
+    as ``(N, L, 1)`` float64 and the labels ``(N,)`` float64; ``split`` names it in errors."""
+    input_file(path, "", DataError)
+    check_text_memory(path, f"the {split} data {path}")
+    try:
+        table = np.loadtxt(path, delimiter="\t", ndmin=2, dtype=np.float64)
+    except ValueError as e:  # text, or rows of unequal length
+        raise DataError(f"{path}: not a UCR .tsv file (a label, then the series, tab-separated; series of one "
+                        f"length) ({first_line(e)})") from None
+    if len(table) == 0 or table.shape[1] < 2:
+        raise DataError(f"{path}: no series (a line holds a label, then the series)")
+    bad = np.argwhere(~np.isfinite(table))
+    if len(bad):  # the archive writes NaN for missing values and the ends of shorter series
+        raise DataError(f"{path}: line {bad[0][0] + 1} holds NaN or Inf: missing values and series of unequal "
+                        "length are not supported")
+    return table[:, 1:, None], table[:, 0]
+
+
+def check_text_memory(path: str, what: str) -> None:
+    """A text file of numbers becomes at most one float64 for each two bytes (a digit and a separator)."""
+    memory.check_fits(4 * os.path.getsize(path), f"{what}: reading it", memory.host_available(), DataError)
+
+
+def label_names(labels: np.ndarray) -> tuple[str, ...]:
+    """Class names of numeric labels as the archive writes them: ``1``, ``-1``, ``2.5``."""
+    return tuple(str(int(c)) if float(c).is_integer() else repr(float(c)) for c in labels)
+
+
+def class_indices(path: str, labels: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """The index in ``classes`` of each numeric label (int32); DataError naming labels not among them."""
+    index = {name: i for i, name in enumerate(classes)}
+    names = label_names(labels)
+    unknown = sorted({name for name in names if name not in index})
+    if unknown:
+        raise DataError(f"{path}: labels {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} are not among "
+                        f"the training classes ({', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''})")
+    return np.array([index[name] for name in names], np.int32)
 
 
 def infer_task(y: np.ndarray | None, vector: bool = False) -> str:
@@ -571,7 +655,15 @@ def load_like(dataset: Dataset, path: str, layout: str = "NCL", max_length: int 
     """The arrays of ``path`` as ``dataset`` holds its own (``eval --data``): the inputs normalized
     with its normalization (its training statistics for ``channel``) and resampled to ``max_length``
     steps if longer (``capped``), the targets of its task checked and standardized with its target
-    scale (none: the inputs, for an auto-encoder)."""
+    scale (none: the inputs, for an auto-encoder); a ``.tsv``'s labels are the run's class names."""
+    if path.endswith(".tsv"):
+        if dataset.task != "classify":
+            raise DataError(f"{path}: a .tsv holds labelled series, for a classifier; this run's task is "
+                            f"{dataset.task}")
+        x, labels = read_tsv(path, "--data")
+        x = float32_inputs(path, dataset.normalization, x)
+        x = x if max_length is None else capped_inputs(x, max_length, dataset.normalization)
+        return x, class_indices(path, labels, dataset.classes)
     x, y = read_arrays(path, layout, "--data", dataset.is_vector)
     check_task_targets(path, y, dataset.task)
     x = (float32_inputs(path, dataset.normalization, x[:, :, None])[..., 0] if dataset.is_vector

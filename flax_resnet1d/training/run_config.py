@@ -196,14 +196,16 @@ def data_spec(given: dict, arch: str | None = None) -> data.DataSpec:
     --preset, --init) makes a .npz's 2-D x vectors for a DecoderNet1d."""
     source = given.get("dataset", "GunPoint")
     task = given.get("task")
-    if source.endswith(".npz"):  # absolute paths: eval and --resume may run from another directory
+    if source.endswith(data.USER_FILES):  # absolute paths: eval and --resume may run from another directory
+        if source.endswith(".tsv") and "layout" in given:
+            raise UsageError(f"--layout applies to a .npz's x; {source} holds one univariate series a line")
         test = given.get("test_data")
         return data.DataSpec(os.path.abspath(source), given.get("layout", "NCL"), test and os.path.abspath(test),
                              given.get("test_fraction", 0.2), given.get("normalize", "series"), task=task,
                              vector=arch == "DecoderNet1d", max_length=max_length(given))
     npz_only = [f"--{k.replace('_', '-')}" for k in ("test_data", "test_fraction", "layout") if k in given]
     if npz_only:
-        raise UsageError(f"{' '.join(npz_only)} apply to a .npz --dataset, not to the archive set {source}")
+        raise UsageError(f"{' '.join(npz_only)} apply to a .npz or .tsv --dataset, not to the archive set {source}")
     name = data.archive_name(source)
     return data.DataSpec(name, normalize=given.get("normalize", data.default_normalization(name)), task=task,
                          max_length=max_length(given))

@@ -88,7 +88,7 @@ def test_an_archive_set_is_read_from_its_tsv_files(tmp_path):
     np.testing.assert_allclose(got.x_test[..., 0], data.znormalize(x["TEST"], axis=1), atol=1e-6)
     assert got.x_train.shape == (4, 50, 1) and got.x_train.dtype == np.float32
     np.savetxt(tmp_path / "Pigs" / "Pigs_TEST.tsv", np.column_stack([[2, 3, 7, 2, 2, 7], x["TEST"]]), delimiter="\t")
-    with pytest.raises(data.DataError, match=r"Pigs: test labels 3 are not training labels"):
+    with pytest.raises(data.DataError, match=r"Pigs_TEST.tsv: labels 3 are not among the training classes \(2, 7\)"):
         proxies.unseen("Pigs", str(tmp_path))
     with pytest.raises(data.DataError, match=r"Cows_TRAIN.tsv is missing"):
         proxies.unseen("Cows", str(tmp_path))

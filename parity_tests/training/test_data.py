@@ -3,6 +3,7 @@ user's .npz arrays with their errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -275,3 +276,80 @@ def test_cli_reports_data_errors_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "unknown data set 'NoSuchSet'; available: GunPoint" in err and "JapaneseVowels" in err
+
+
+# -- the UCR 2018 archive's .tsv files -------------------------------------------------------------
+
+def _tsv(tmp_path, name, labels, x) -> str:
+    """A UCR 2018 archive file: the label, then the series, per tab-separated line."""
+    path = str(tmp_path / name)
+    np.savetxt(path, np.column_stack([labels, x]), delimiter="\t")
+    return path
+
+
+def test_a_tsv_split_loads_as_the_same_arrays_in_a_npz_with_its_labels_as_class_names(tmp_path):
+    rng = np.random.default_rng(0)
+    x, xt = rng.standard_normal((6, 40)) * 3 + 1, rng.standard_normal((5, 40))
+    labels, test_labels = [7, -1, 7, 2.5, -1, 2.5], [2.5, 7, 7, -1, 2.5]
+    ds = data.load(data.DataSpec(_tsv(tmp_path, "S_TRAIN.tsv", labels, x),
+                                 test=_tsv(tmp_path, "S_TEST.tsv", test_labels, xt)))
+    assert ds.name == "S_TRAIN.tsv" and ds.classes == ("-1", "2.5", "7")
+    assert ds.y_train.tolist() == [2, 0, 2, 1, 0, 1] and ds.y_test.tolist() == [1, 2, 2, 0, 1]
+    as_npz = data.load_npz(_npz(tmp_path, x=x, y=ds.y_train), test_path=_npz(tmp_path, "t.npz", x=xt, y=ds.y_test))
+    np.testing.assert_array_equal(ds.x_train, as_npz.x_train)
+    np.testing.assert_array_equal(ds.x_test, as_npz.x_test)
+    held = data.load_tsv(_tsv(tmp_path, "all.tsv", labels * 5, np.tile(x, (5, 1))), test_fraction=0.2)
+    train, test = data.held_out("all.tsv", 30, 0.2)  # the .npz hold-out
+    assert held.y_train.tolist() == [held.classes.index(data.label_names([c])[0]) for c in np.array(labels * 5)[train]]
+    assert len(held.y_test) == len(test) == 6
+
+
+@pytest.mark.parametrize("train, test, message", [
+    ("1\t0.5\t0.7\n2\t0.1\n", None, "not a UCR .tsv file .* series of one length"),
+    ("1\t0.5\tNaN\n2\t0.1\t0.3\n", None, "line 1 holds NaN or Inf: missing values and series of unequal length"),
+    ("1\ta\tb\n", None, "not a UCR .tsv file"),
+    ("1\n2\n", None, r"no series \(a line holds a label, then the series\)"),
+    ("1\t0.5\t0.7\n1\t0.1\t0.3\n", "1\t0.5\t0.7\n", r"the training labels hold one class \(1\)"),
+    ("1\t0.5\t0.7\n2\t0.1\t0.3\n", "3\t0.5\t0.7\n",
+     r"S_TEST.tsv: labels 3 are not among the training classes \(1, 2\)"),
+    ("1\t0.5\t0.7\n2\t0.1\t0.3\n", "1\t0.5\t0.7\t0.9\n", r"test inputs have shape \(1, 3, 1\) but training"),
+])
+def test_bad_tsv_files_are_clear_errors(train, test, message, tmp_path):
+    (tmp_path / "S_TRAIN.tsv").write_text(train)
+    if test is not None:
+        (tmp_path / "S_TEST.tsv").write_text(test)
+    with pytest.raises(errors.DataError, match=message):
+        data.load_tsv(str(tmp_path / "S_TRAIN.tsv"), test and str(tmp_path / "S_TEST.tsv"))
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--task", "regress"], "a .tsv holds labelled series (the UCR archive's), task classify, not regress"),
+    (["--layout", "NLC"], "--layout applies to a .npz's x;"),
+    (["--test-data", "{tmp}/T.npz"], "T.npz: the test file of a .tsv data set is a .tsv too"),
+])
+def test_train_refuses_what_a_tsv_cannot_be_in_one_line(options, message, tmp_path, capsys):
+    path = _tsv(tmp_path, "S_TRAIN.tsv", [1, 2, 1, 2], np.random.default_rng(0).standard_normal((4, 30)))
+    _npz(tmp_path, "T.npz", x=np.ones((2, 30)), y=np.array([0, 1]))
+    options = [o.format(tmp=tmp_path) for o in options]
+    code = cli.main(["train", "--dataset", path, *options, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_trained_on_tsv_files_evaluates_and_predicts_them_with_their_class_names(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    labels, test_labels = np.array([3, 1, 3, 1, 3, 1]), np.array([1, 3, 3, 1])
+    bump = lambda labels: np.exp(-0.5 * ((np.arange(32) - 8 - 2 * labels[:, None]) / 2) ** 2)  # noqa: E731
+    train = _tsv(tmp_path, "B_TRAIN.tsv", labels, bump(labels) + 0.1 * rng.standard_normal((6, 32)))
+    test = _tsv(tmp_path, "B_TEST.tsv", test_labels, bump(test_labels) + 0.1 * rng.standard_normal((4, 32)))
+    run = str(tmp_path / "run")
+    assert cli.main(["train", "--dataset", train, "--test-data", test, "--channel", "4", "--epochs", "2",
+                     "--no-progress", "--out", run]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", run, "--json"]) == 0 and cli.main(["eval", run, "--data", test, "--json"]) == 0
+    own, given = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert given["B_TEST.tsv"] == own["test"]
+    assert cli.main(["predict", run, "--input", test, "--out", str(tmp_path / "pred.csv")]) == 0
+    rows = (tmp_path / "pred.csv").read_text().splitlines()
+    assert rows[0] == "label,1,3" and len(rows) == 5 and {row.split(",")[0] for row in rows[1:]} <= {"1", "3"}

@@ -256,7 +256,8 @@ def test_train_resamples_long_smooth_series_to_the_recipes_length_with_a_wider_k
 def test_the_time_rule_counts_the_kernel_of_the_network_it_trains():
     x, y = _smooth_and_spiky()["spiky"].astype(np.float32), np.arange(12, dtype=np.int32) % 2
     dataset = data.Dataset("long", x, y, x, y, classes=("0", "1"))
-    epochs = [run_config.train_config({"kernel_size": k}, data.DataSpec("long.npz"), dataset).epochs for k in (3, 9, 25)]
+    spec = data.DataSpec("long.npz")
+    epochs = [run_config.train_config({"kernel_size": k}, spec, dataset).epochs for k in (3, 9, 25)]
     assert epochs == [recipe.epochs_for(12, recipe.BATCH_SIZE, 2000, 1, k) for k in (3, 9, 25)]
     assert epochs[0] == epochs[1] > epochs[2]  # a narrower kernel is not counted faster
 

@@ -295,14 +295,15 @@ def markdown(results: list[dict], longer: list[dict], meta: dict, full: dict | N
 
 
 def plot(results: list[dict], path: str) -> None:
-    """Bars (ours vs published) above every run's test-accuracy curve, one panel per data set."""
+    """Bars (ours vs published) above every run's test-accuracy curve, one panel per data set, 4 a row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(12, 8))
-    grid = fig.add_gridspec(3, 4, height_ratios=(1.3, 1, 1))
+    rows = -(-len(results) // 4)  # curve panels, 4 a row
+    fig = plt.figure(figsize=(12, 3.2 + 2.4 * rows))
+    grid = fig.add_gridspec(1 + rows, 4, height_ratios=(1.3, *[1] * rows))
     ax = fig.add_subplot(grid[0, :])
     names, x = [r["dataset"] for r in results], np.arange(len(results))
     ax.bar(x - 0.2, [r["mean"] for r in results], 0.4, yerr=[r["std"] for r in results], capsize=3,
@@ -321,7 +322,7 @@ def plot(results: list[dict], path: str) -> None:
     ax.set(ylabel="test accuracy (%)", ylim=(0, 105))
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
-    for i, r in enumerate(results[:8]):
+    for i, r in enumerate(results):
         curve = fig.add_subplot(grid[1 + i // 4, i % 4])
         for run in r["runs"]:
             rows = [h for h in run["history"] if "test_accuracy" in h]

@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -567,7 +568,9 @@ def read_tsv(path: str, split: str = "training") -> tuple[np.ndarray, np.ndarray
     input_file(path, "", DataError)
     check_text_memory(path, f"the {split} data {path}")
     try:
-        table = np.loadtxt(path, delimiter="\t", ndmin=2, dtype=np.float64)
+        with warnings.catch_warnings():  # an empty file: the one-line error below instead of numpy's warning
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(path, delimiter="\t", ndmin=2, dtype=np.float64)
     except ValueError as e:  # text, or rows of unequal length
         raise DataError(f"{path}: not a UCR .tsv file (a label, then the series, tab-separated; series of one "
                         f"length) ({first_line(e)})") from None

@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import sys
+import warnings
 
 import aeon.datasets
 import numpy as np
@@ -309,6 +310,7 @@ def test_a_tsv_split_loads_as_the_same_arrays_in_a_npz_with_its_labels_as_class_
     ("1\t0.5\tNaN\n2\t0.1\t0.3\n", None, "line 1 holds NaN or Inf: missing values and series of unequal length"),
     ("1\ta\tb\n", None, "not a UCR .tsv file"),
     ("1\n2\n", None, r"no series \(a line holds a label, then the series\)"),
+    ("", None, r"no series \(a line holds a label, then the series\)"),
     ("1\t0.5\t0.7\n1\t0.1\t0.3\n", "1\t0.5\t0.7\n", r"the training labels hold one class \(1\)"),
     ("1\t0.5\t0.7\n2\t0.1\t0.3\n", "3\t0.5\t0.7\n",
      r"S_TEST.tsv: labels 3 are not among the training classes \(1, 2\)"),
@@ -318,8 +320,10 @@ def test_bad_tsv_files_are_clear_errors(train, test, message, tmp_path):
     (tmp_path / "S_TRAIN.tsv").write_text(train)
     if test is not None:
         (tmp_path / "S_TEST.tsv").write_text(test)
-    with pytest.raises(errors.DataError, match=message):
-        data.load_tsv(str(tmp_path / "S_TRAIN.tsv"), test and str(tmp_path / "S_TEST.tsv"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's own warnings would be a second line on stderr
+        with pytest.raises(errors.DataError, match=message):
+            data.load_tsv(str(tmp_path / "S_TRAIN.tsv"), test and str(tmp_path / "S_TEST.tsv"))
 
 
 @pytest.mark.parametrize("options, message", [

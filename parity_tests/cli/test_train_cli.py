@@ -82,7 +82,7 @@ def test_train_on_npz_files(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--dataset", "GunPoint", "--preset", "encnet12", "--channel", "8"], "--preset encnet12 fixes the channels"),
     (["--dataset", "GunPoint", "--layers", "3"], "layers needs at least 2 stages"),
-    (["--dataset", "GunPoint", "--test-fraction", "0.3"], "--test-fraction apply to a .npz --dataset"),
+    (["--dataset", "GunPoint", "--test-fraction", "0.3"], "--test-fraction apply to a .npz or .tsv --dataset"),
     (["--dataset", "GunPoint", "--schedule", "warmup"], "needs 0 < --warmup-epochs < --epochs"),
     (["--dataset", "GunPoint", "--batch-size", "0"], "batch_size must be at least 1"),
 ])

@@ -211,7 +211,8 @@ def lengths(r: dict) -> str:
 
 
 def kernel(r: dict) -> int:
-    """The kernel a row's network had; rows stored before it was recorded all had 9."""
+    """The kernel a row's network had (an accuracy row, or a step_time.py row); rows stored before it
+    was recorded all had 9."""
     return r.get("kernel_size", 9)
 
 

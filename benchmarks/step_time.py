@@ -25,7 +25,7 @@ import tempfile
 import time
 
 import numpy as np
-from accuracy import cpu_name  # this directory is on sys.path: step_time.py runs as a script
+from accuracy import cpu_name, kernel  # this directory is on sys.path: step_time.py runs as a script
 
 from flax_resnet1d.io import atomic
 from flax_resnet1d.training import data, loop, recipe
@@ -62,11 +62,6 @@ def measure(length: int, channels: int, steps: int, kernel_size: int = recipe.MO
             "seconds": round(seconds, 1)}
 
 
-def kernel(r: dict) -> int:
-    """A row's kernel; rows stored before it was recorded timed MODEL's."""
-    return r.get("kernel_size", recipe.MODEL["kernel_size"])
-
-
 def fitted(rows: list[dict]) -> tuple[float, float, float, float]:
     """``(a, b, c, d)`` of ``ms = a + b * batch * length * (1 + c * (channels - 1)) * (1 + d * max(0, kernel -
     9))``, least squares on relative errors without the c-d cross term (c or d is 0 where one channel
@@ -81,9 +76,7 @@ def fitted(rows: list[dict]) -> tuple[float, float, float, float]:
 
 
 def predicted(fit: tuple[float, float, float, float], r: dict) -> float:
-    a, b, c, d = fit
-    wider = max(0, kernel(r) - recipe.MODEL["kernel_size"])
-    return a + b * r["batch"] * r["length"] * (1 + c * (r["channels"] - 1)) * (1 + d * wider)
+    return recipe.step_ms(r["batch"], r["length"], r["channels"], kernel(r), fit)
 
 
 def markdown(rows: list[dict], fit: tuple[float, float, float, float], meta: dict) -> str:

@@ -69,9 +69,11 @@ def model(task: str, resampled: bool = False) -> dict:
     return {**MODEL, "kernel_size": RESAMPLED_KERNEL_SIZE} if resampled else MODEL
 
 
-def step_ms(batch_size: int, length: int, channels: int, kernel_size: int = MODEL["kernel_size"]) -> float:
-    """The time model: milliseconds a train step of ``MODEL`` with ``kernel_size`` takes on the 2-core CPU."""
-    a, b, c, d = STEP_MS
+def step_ms(batch_size: int, length: int, channels: int, kernel_size: int = MODEL["kernel_size"],
+            coefficients: tuple[float, float, float, float] = STEP_MS) -> float:
+    """The time model: milliseconds a train step of ``MODEL`` with ``kernel_size`` takes on the 2-core CPU
+    (``coefficients`` (a, b, c, d): ``STEP_MS``, or a fit of ``benchmarks/step_time.py``)."""
+    a, b, c, d = coefficients
     wider = max(0, kernel_size - MODEL["kernel_size"])
     return a + b * batch_size * length * (1 + c * (channels - 1)) * (1 + d * wider)
 

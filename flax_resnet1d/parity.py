@@ -21,6 +21,7 @@ import numpy as np
 from . import port
 from .config import coerce_config
 from .model import from_config
+from .once import run_once
 
 # max|a-b| / max|b| bounds: outputs and gradients, per dtype (CPU).
 TOLERANCES = {"float64": {"output": 1e-12, "grad": 1e-12}, "float32": {"output": 1e-5, "grad": 1e-4}}
@@ -104,7 +105,7 @@ class Outputs:
 
 def flax_outputs(state_dict: Mapping, config, x_mdnc: np.ndarray, cotangent: np.ndarray, dtype: str,
                  compute_dtype=None, train: bool = False, **model_kwargs) -> Outputs:
-    """Run the Flax port (jit) on an MDNC-layout input; gradients mapped back to MDNC keys.
+    """Run the Flax port (``once.run_once``) on an MDNC-layout input; gradients mapped back to MDNC keys.
 
     ``dtype`` is that of the parameters and input; ``compute_dtype`` (e.g. ``jnp.bfloat16``)
     and ``model_kwargs`` (e.g. ``precision="highest"``) configure the model. ``train=True``
@@ -118,7 +119,6 @@ def flax_outputs(state_dict: Mapping, config, x_mdnc: np.ndarray, cotangent: np.
         x = jnp.asarray(to_flax_input(np.asarray(x_mdnc)), dtype)
         ct = jnp.asarray(to_flax_input(cotangent), dtype)
 
-        @jax.jit
         def forward_and_grads(params, x):
             def loss(params, x):
                 y, updated = model.apply({"params": params, **state}, x, train=train, mutable=list(state))
@@ -127,7 +127,7 @@ def flax_outputs(state_dict: Mapping, config, x_mdnc: np.ndarray, cotangent: np.
             (_, (y, updated)), (g_params, g_x) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
             return y, updated, g_params, g_x
 
-        y, updated, g_params, g_x = jax.device_get(forward_and_grads(params, x))
+        y, updated, g_params, g_x = jax.device_get(run_once(forward_and_grads, params, x))
     stat_rows = {row.torch_key for row in port.param_table(config) if row.collection != "params"}
     grads = {k: v for k, v in port.flax_to_torch({"params": g_params, **state}, config).items() if k not in stat_rows}
     stats = {k: v for k, v in port.flax_to_torch({"params": params, **updated}, config).items()

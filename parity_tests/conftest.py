@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,6 +26,18 @@ from flax_resnet1d.parity import dtype_context
 DATA_DIR = Path(__file__).parent / "data"
 MDNC_DIR = DATA_DIR / "mdnc"  # copies of ../shared/fixtures/mdnc (CI clones only the repository)
 FAMILY_DIR = DATA_DIR / "mdnc-family"  # copies of ../shared/fixtures/mdnc-family
+
+# One XLA compilation cache for the session, shared with the CLI processes the tests start (they
+# inherit the variable): a resume test's three processes compile the same steps once, not three times.
+SESSION_CACHE = None if "JAX_COMPILATION_CACHE_DIR" in os.environ else tempfile.mkdtemp(prefix="jax-cache-")
+if SESSION_CACHE is not None:  # a cache of the user's own is left as it is
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = SESSION_CACHE
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if SESSION_CACHE is not None:
+        shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 def pytest_generate_tests(metafunc):

@@ -25,18 +25,18 @@ def to_nnx(config: Any, variables: dict | None = None, seed: int = 0, **kwargs):
     from flax.nnx import bridge
 
     from ..model import from_config
+    from ..once import run_once
     from ..parity import to_flax_input
 
     config = coerce_config(config)
     linen = from_config(config, **kwargs)
     example = jnp.zeros(to_flax_input(np.zeros(input_shape(config, 1, None))).shape,
                         kwargs.get("param_dtype", jnp.float32))
-    # The structure traced abstractly, the values from ``variables`` or one compiled init, unoptimized
-    # as ``training.steps.create_state``'s (eager init dispatches every random op one by one).
+    # The structure traced abstractly, the values from ``variables`` or one unoptimized compiled init.
     abstract = nnx.eval_shape(lambda: bridge.ToNNX(linen, rngs=nnx.Rngs(seed)).lazy_init(example))
     if variables is None:
         key = jax.random.key(seed)
-        variables = jax.jit(linen.init).lower(key, example).compile({"xla_backend_optimization_level": 0})(key, example)
+        variables = run_once(linen.init, key, example)
     graphdef, state = nnx.split(abstract)
     state = jax.tree.map(lambda leaf: jax.random.key(seed) if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
                          else jnp.zeros(leaf.shape, leaf.dtype), state)  # the Rngs the module keeps

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,8 +184,10 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
     try:
         with errors_named(path, holder):
             yield holder
-    finally:
-        _remove_temporary(holder)
+    except BaseException:
+        _remove_temporary(holder, settle=True)
+        raise
+    _remove_temporary(holder)
 
 
 @contextlib.contextmanager
@@ -232,16 +235,33 @@ def save_figure(fig, path: str | os.PathLike, dpi: int) -> None:
         plt.close(fig)
 
 
-def _remove_temporary(holder: Path) -> None:
-    """rmtree that a second Ctrl-C does not cut short; what a writer's thread adds later goes at exit."""
+# After a failed write, how long the holder must stay gone before it counts as removed, and how
+# long to wait for that at most: tensorstore's threads finish an Orbax write's other arrays after
+# the first one failed, creating their directories again (seen in a full test run).
+_SETTLE_S, _SETTLE_LIMIT_S = 0.2, 3.0
+
+
+def _remove_temporary(holder: Path, settle: bool = False) -> None:
+    """rmtree that a second Ctrl-C does not cut short. With ``settle`` (a failed write), removed
+    again while a writer's thread recreates it, for up to ``_SETTLE_LIMIT_S``; what a thread adds
+    later still goes at exit."""
+    deadline = time.monotonic() + (_SETTLE_LIMIT_S if settle else 0.0)
     for _ in range(3):
         try:
             shutil.rmtree(holder, ignore_errors=True)
+            while time.monotonic() < deadline and _recreated(holder):
+                shutil.rmtree(holder, ignore_errors=True)
         except KeyboardInterrupt:
             continue
         if not holder.exists():
             _TEMPORARIES.discard(holder)
             return
+
+
+def _recreated(holder: Path) -> bool:
+    """Whether a writer's thread has created ``holder`` again ``_SETTLE_S`` from now."""
+    time.sleep(_SETTLE_S)
+    return holder.exists()
 
 
 def _replace(new: Path, path: Path, overwrite: bool, old: Path) -> None:

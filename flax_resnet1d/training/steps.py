@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from .. import memory
 from ..errors import TrainingError
 from ..model import from_config
+from ..once import run_once
 from .run_config import METRICS, OPTIMIZERS, TrainConfig, compute_dtype
 
 Batch = dict[str, Any]  # x (B, L, C) or (B, F), y (B,) int32 | (B, K) | (B, L', C'), mask (B,) float32: 0 marks padding rows
@@ -181,10 +182,7 @@ def create_state(config: TrainConfig, length: int, steps_per_epoch: int, initial
     where its ``fc`` differs in shape (``init_variables``)."""
     model = build_model(config)
     key, x = jax.random.key(config.seed), init_input(config.model, length)
-    # One compilation instead of eager op-by-op dispatch, and without XLA's optimizations: init
-    # runs once, and optimizing its threefry code takes far longer than running it unoptimized.
-    init = jax.jit(model.init).lower(key, x).compile({"xla_backend_optimization_level": 0})
-    variables = init(key, x)
+    variables = run_once(model.init, key, x)
     if initial is not None:
         variables = init_variables(variables, initial)
     tx = make_optimizer(config.optimizer, make_schedule(config, steps_per_epoch), config.momentum, config.weight_decay,

@@ -24,6 +24,8 @@ import re
 import resource
 import shutil
 import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -435,6 +437,25 @@ def test_a_result_file_is_never_half_written(tmp_path, monkeypatch, kind):
     write()
     assert path.read_bytes().startswith(b"the new results" if kind == "text" else b"\x89PNG")
     assert list(tmp_path.iterdir()) == [path] and plt.get_fignums() == []
+
+
+def test_a_failed_write_leaves_no_temporary_though_a_writer_thread_goes_on(tmp_path):
+    """Orbax's tensorstore threads finish the other arrays of a failed write after the error reached
+    us, creating their directories inside the removed temporary again: it is removed again."""
+    destination = tmp_path / "ckpt"
+
+    def late_array(holder: Path):  # as tensorstore does: mkdir -p, then the file
+        time.sleep(0.05)
+        (holder / "new" / "ocdbt.process_0" / "d").mkdir(parents=True, exist_ok=True)
+        (holder / "new" / "ocdbt.process_0" / "d" / "late").write_bytes(b"an array")
+
+    with pytest.raises(OSError, match="ckpt"):
+        with atomic.atomic_output(destination, overwrite=False) as new:
+            writer = threading.Thread(target=late_array, args=(new.parent,))
+            writer.start()
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+    writer.join()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_corrupt_newest_checkpoint_costs_one_warning_line(tmp_path, capsys, user_data):
